@@ -1,0 +1,73 @@
+//! Reading the TOML configuration file.
+
+use std::path::{Path, PathBuf};
+
+use super::{AgentConfig, ConfigError, DEFAULT_CONFIG_PATH};
+
+/// Parses TOML text; `origin` names the source in errors.
+pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+    toml::from_str(text).map_err(|err| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: err.to_string().trim_end().replace('\n', " "),
+    })
+}
+
+/// Reads and parses `path`.
+pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// The file to read: the explicit one, else the default path if it exists, else none.
+pub fn resolve(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(path) => Some(path.to_owned()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("", "t").unwrap(), AgentConfig::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let config = parse(
+            "[http]\naddr = \"127.0.0.1:1\"\n[transport]\nlisten = \"[::]:2\"\n\
+             [probes]\nenabled = false\ninterval_ms = 250\n[log]\nlevel = \"debug\"\nformat = \"json\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.http.addr.port(), 1);
+        assert_eq!(config.transport.listen.to_string(), "[::]:2");
+        assert!(!config.probes.enabled);
+        assert_eq!(config.log.format, super::super::LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = parse("[http]\nadress = \"127.0.0.1:1\"\n", "agent.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("agent.toml") && msg.contains("adress"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_is_refused() {
+        let err = parse("[http]\naddr = \"localhost:99999\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("addr"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load(Path::new("/nonexistent/dwcp.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/dwcp.toml"), "{err}");
+    }
+}

@@ -1,0 +1,200 @@
+//! Agent configuration: the types, their defaults and their validation.
+//!
+//! Parsing lives in [`file`]; command-line overrides are applied by the caller before
+//! [`AgentConfig::validate`]. Unknown keys are refused so a typo never silently falls back
+//! to a default.
+
+pub mod file;
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::Deserialize;
+
+/// Errors of reading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("Cannot read config file {path}")]
+    Read {
+        /// Path given.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, bad address).
+    #[error("Invalid config file {path}: {message}")]
+    Parse {
+        /// Path given.
+        path: String,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A value parsed but is out of range.
+    #[error("Invalid value for {key}: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Default HTTP address for `/metrics` and `/healthz`.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9477";
+/// Default DWCP data-plane address (used by the transport).
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:9478";
+/// Configuration file read when present and no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dwcp/agent.toml";
+
+/// Whole agent configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// HTTP endpoint for metrics and health.
+    pub http: HttpConfig,
+    /// Data plane.
+    pub transport: TransportConfig,
+    /// Kernel probes.
+    pub probes: ProbeConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to serve `/metrics` and `/healthz` on.
+    pub addr: SocketAddr,
+}
+
+/// `[transport]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Address the DWCP data plane listens on.
+    pub listen: SocketAddr,
+}
+
+/// `[probes]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Load the eBPF probes (they need root or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN).
+    pub enabled: bool,
+    /// How often the maps are drained into the metrics, in milliseconds.
+    pub interval_ms: u64,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `tracing` syntax, e.g. `info` or `dwcp_agent=debug`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9477)) }
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9478)) }
+    }
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self { enabled: true, interval_ms: 1000 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl ProbeConfig {
+    /// The drain interval as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+impl AgentConfig {
+    /// Checks values the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=60_000).contains(&self.probes.interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "probes.interval_ms",
+                reason: format!("{} is outside 10..=60000", self.probes.interval_ms),
+            });
+        }
+        if self.http.addr.port() != 0 && self.http.addr == self.transport.listen {
+            return Err(ConfigError::Invalid {
+                key: "transport.listen",
+                reason: format!("{} is also http.addr", self.transport.listen),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                reason: format!("{:?} is not a valid filter (try info or debug)", self.log.level),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let config = AgentConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.http.addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(config.transport.listen.to_string(), DEFAULT_LISTEN_ADDR);
+    }
+
+    #[test]
+    fn interval_out_of_range_is_refused() {
+        let mut config = AgentConfig::default();
+        config.probes.interval_ms = 0;
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("probes.interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn same_http_and_listen_address_is_refused() {
+        let mut config = AgentConfig::default();
+        config.transport.listen = config.http.addr;
+        assert!(config.validate().unwrap_err().to_string().contains("transport.listen"));
+    }
+
+    #[test]
+    fn bad_log_filter_is_refused() {
+        let mut config = AgentConfig::default();
+        config.log.level = "info,=[".into();
+        assert!(config.validate().unwrap_err().to_string().contains("log.level"));
+    }
+}

@@ -1,0 +1,145 @@
+//! `dwcp-agent run`: the long-running service.
+//!
+//! Start-up order: probes (or a logged reason why not), HTTP listener, readiness to
+//! systemd. A drain task refreshes the metrics on a timer and pings the watchdog only
+//! while it really runs. SIGTERM or SIGINT starts a graceful stop: the HTTP server
+//! finishes, the drain task ends, the probes are detached, then the process exits.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    config::AgentConfig,
+    http::{self, HttpState},
+    metrics::AgentMetrics,
+    notify,
+    probe::Probes,
+    telemetry::Telemetry,
+};
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The HTTP address could not be bound.
+    #[error("Cannot listen on {addr}")]
+    Bind {
+        /// Address configured.
+        addr: std::net::SocketAddr,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Installing the signal handlers or serving HTTP failed.
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
+    let metrics = Arc::new(AgentMetrics::new());
+    let probes = load_probes(&config);
+    let telemetry = Arc::new(Mutex::new(Telemetry::new(probes, Arc::clone(&metrics))));
+
+    let listener = TcpListener::bind(config.http.addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: config.http.addr, source })?;
+    let http_addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let drain = tokio::spawn(drain_loop(Arc::clone(&telemetry), config.clone(), stop_rx.clone()));
+    let app = http::router(HttpState { telemetry: Arc::clone(&telemetry), metrics });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let probes_up = lock(&telemetry).probes().is_some();
+    tracing::info!(
+        %http_addr,
+        data_listen = %config.transport.listen,
+        probes = probes_up,
+        "dwcp-agent ready"
+    );
+    notify::ready(&format!("Serving metrics on {http_addr}, probes {}", on_off(probes_up)));
+
+    wait_for_signal().await.map_err(DaemonError::Serve)?;
+    tracing::info!("Stopping");
+    notify::stopping();
+    let _ = stop_tx.send(true);
+    let served = server.await;
+    let _ = drain.await;
+    lock(&telemetry).unload();
+    match served {
+        Ok(result) => result.map_err(DaemonError::Serve),
+        Err(join) => Err(DaemonError::Serve(std::io::Error::other(join))),
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// Loads the probes for this process, or explains in the log why the agent runs without.
+fn load_probes(config: &AgentConfig) -> Option<Probes> {
+    if !config.probes.enabled {
+        tracing::info!("eBPF probes disabled by configuration (probes.enabled = false)");
+        return None;
+    }
+    match Probes::load(&[std::process::id()]) {
+        Ok(probes) => {
+            tracing::info!(programs = ?probes.program_ids(), "eBPF probes attached");
+            Some(probes)
+        }
+        Err(err) => {
+            tracing::warn!(
+                error = %crate::error_chain(&err),
+                hint = "run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN",
+                "eBPF probes unavailable; serving metrics without kernel figures (dwcp_probe_up 0)"
+            );
+            None
+        }
+    }
+}
+
+/// Refreshes metrics every interval and, while doing so, pings the systemd watchdog.
+async fn drain_loop(
+    telemetry: Arc<Mutex<Telemetry>>,
+    config: AgentConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = match notify::watchdog_interval() {
+        Some(watchdog) => watchdog.min(config.probes.interval()),
+        None => config.probes.interval(),
+    };
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                http::refresh(&telemetry);
+                notify::watchdog();
+            }
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+}
+
+fn lock(telemetry: &Mutex<Telemetry>) -> std::sync::MutexGuard<'_, Telemetry> {
+    telemetry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "Signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "Signal received"),
+    }
+    Ok(())
+}

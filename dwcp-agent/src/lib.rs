@@ -1,0 +1,27 @@
+//! The dwcp host agent.
+//!
+//! Modules by capability: [`probe`] loads the kernel programs and reads their maps,
+//! [`telemetry`] turns readings into [`metrics`], [`http`] serves them, [`daemon`] runs
+//! the service, [`config`] holds its settings, [`notify`] talks to systemd.
+//! See ARCHITECTURE.md at the repository root for the whole picture.
+
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod probe;
+pub mod telemetry;
+
+/// Formats an error with all its sources: `outer: inner: innermost`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

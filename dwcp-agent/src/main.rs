@@ -1,0 +1,125 @@
+//! `dwcp-agent`: command-line entry point.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dwcp_agent::{
+    config::{self, AgentConfig},
+    daemon, error_chain, logging,
+    metrics::names,
+};
+
+/// DWCP host agent: fast VM-migration data plane, measured in the kernel by eBPF.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: load the eBPF probes and serve /metrics and /healthz.
+    Run(RunArgs),
+    /// Check a configuration file and print the effective configuration.
+    CheckConfig(ConfigArgs),
+    /// List every metric the agent exports (name, type, labels, help).
+    Metrics {
+        /// Print a Markdown table instead of plain lines.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// TOML configuration file [default: /etc/dwcp/agent.toml if it exists].
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address for /metrics and /healthz (overrides http.addr).
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+    /// DWCP data-plane listen address (overrides transport.listen).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Do not load the eBPF probes (overrides probes.enabled).
+    #[arg(long)]
+    no_probes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => effective_config(&args.config).and_then(run),
+        Command::CheckConfig(args) => effective_config(&args).and_then(|config| {
+            println!("{config:#?}");
+            Ok(())
+        }),
+        Command::Metrics { markdown } => {
+            print_metrics(markdown);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+            eprintln!("Error: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// File (if any), then command-line overrides, then validation.
+fn effective_config(args: &ConfigArgs) -> anyhow::Result<AgentConfig> {
+    let mut config = match config::file::resolve(args.config.as_deref()) {
+        Some(path) => config::file::load(&path)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(addr) = args.http_addr {
+        config.http.addr = addr;
+    }
+    if let Some(addr) = args.listen {
+        config.transport.listen = addr;
+    }
+    if args.no_probes {
+        config.probes.enabled = false;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(config: AgentConfig) -> anyhow::Result<()> {
+    logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dwcp-worker")
+        .enable_all()
+        .build()
+        .context("Cannot start the async runtime")?;
+    runtime.block_on(daemon::run(config)).map_err(|err| {
+        tracing::error!(error = %error_chain(&err), "Agent failed");
+        anyhow::Error::new(err)
+    })
+}
+
+fn print_metrics(markdown: bool) {
+    if markdown {
+        println!("| metric | type | labels | help |\n|---|---|---|---|");
+    }
+    for def in names::ALL {
+        let labels = def.labels.join(",");
+        if markdown {
+            println!("| `{}` | {} | {} | {} |", def.name, def.kind.as_str(), labels, def.help);
+        } else {
+            println!("{} {} [{}] {}", def.name, def.kind.as_str(), labels, def.help);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The agent's Prometheus registry and the handles to update it.
+//!
+//! Names, help texts and label names come from [`names`]; a test checks that what the
+//! registry encodes is exactly the set defined there.
+
+pub mod names;
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Metric, Registry},
+};
+
+use names::MetricDef;
+
+/// Labels of per-flow gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    /// Local `address:port`.
+    pub local: String,
+    /// Remote `address:port`.
+    pub remote: String,
+}
+
+/// Labels of per-thread counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabels {
+    /// Thread name.
+    pub thread: String,
+}
+
+/// Labels of per-program counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    /// eBPF program name.
+    pub program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// Floating-point counter.
+pub type SecondsCounter = Counter<f64, AtomicU64>;
+/// Floating-point gauge.
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric of the agent, registered.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    /// [`names::PROBE_UP`].
+    pub probe_up: Gauge,
+    /// [`names::KERNEL_TX_BYTES`].
+    pub kernel_tx_bytes: Counter,
+    /// [`names::KERNEL_RX_BYTES`].
+    pub kernel_rx_bytes: Counter,
+    /// [`names::KERNEL_RETRANSMITS`].
+    pub kernel_retransmits: Counter,
+    /// [`names::KERNEL_FLOWS`].
+    pub kernel_flows: Gauge,
+    /// [`names::TCP_SRTT`].
+    pub tcp_srtt: Family<FlowLabels, SecondsGauge>,
+    /// [`names::TCP_CWND`].
+    pub tcp_cwnd: Family<FlowLabels, Gauge>,
+    /// [`names::AGENT_CPU`].
+    pub agent_cpu: Family<ThreadLabels, SecondsCounter>,
+    /// [`names::PROBE_RUN_SECONDS`].
+    pub probe_run_seconds: Family<ProgramLabels, SecondsCounter>,
+    /// [`names::PROBE_RUNS`].
+    pub probe_runs: Family<ProgramLabels, Counter>,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentMetrics {
+    /// Creates and registers every metric in [`names::ALL`].
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_owned() })
+            .set(1);
+        let r = &mut registry;
+        let probe_up = register(r, names::PROBE_UP, Gauge::default());
+        let kernel_tx_bytes = register(r, names::KERNEL_TX_BYTES, Counter::default());
+        let kernel_rx_bytes = register(r, names::KERNEL_RX_BYTES, Counter::default());
+        let kernel_retransmits = register(r, names::KERNEL_RETRANSMITS, Counter::default());
+        let kernel_flows = register(r, names::KERNEL_FLOWS, Gauge::default());
+        let tcp_srtt = register(r, names::TCP_SRTT, Family::default());
+        let tcp_cwnd = register(r, names::TCP_CWND, Family::default());
+        let agent_cpu = register(r, names::AGENT_CPU, Family::default());
+        let probe_run_seconds = register(r, names::PROBE_RUN_SECONDS, Family::default());
+        let probe_runs = register(r, names::PROBE_RUNS, Family::default());
+        let _ = register(r, names::BUILD_INFO, build_info);
+        Self {
+            registry,
+            probe_up,
+            kernel_tx_bytes,
+            kernel_rx_bytes,
+            kernel_retransmits,
+            kernel_flows,
+            tcp_srtt,
+            tcp_cwnd,
+            agent_cpu,
+            probe_run_seconds,
+            probe_runs,
+        }
+    }
+
+    /// Prometheus text exposition (OpenMetrics) of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Registers `metric` under `def` and hands back a handle to it.
+fn register<M: Metric + Clone>(registry: &mut Registry, def: MetricDef, metric: M) -> M {
+    registry.register(def.registry_name(), def.help, metric.clone());
+    metric
+}
+
+/// Content type of [`AgentMetrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_exports_exactly_the_defined_metrics() {
+        let metrics = AgentMetrics::new();
+        metrics.agent_cpu.get_or_create(&ThreadLabels { thread: "t".into() }).inc_by(1.5);
+        metrics
+            .tcp_srtt
+            .get_or_create(&FlowLabels { local: "a".into(), remote: "b".into() })
+            .set(0.1);
+        metrics.probe_runs.get_or_create(&ProgramLabels { program: "p".into() }).inc();
+        let text = metrics.encode();
+        let mut helped: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        helped.sort_unstable();
+        let mut defined: Vec<&str> = names::ALL.iter().map(MetricDef::registry_name).collect();
+        defined.sort_unstable();
+        assert_eq!(helped, defined);
+        assert!(text.contains("dwcp_agent_cpu_seconds_total{thread=\"t\"} 1.5"), "{text}");
+        assert!(text.contains("dwcp_tcp_srtt_seconds{local=\"a\",remote=\"b\"} 0.1"), "{text}");
+        assert!(text.contains("dwcp_build_info{version="), "{text}");
+    }
+}

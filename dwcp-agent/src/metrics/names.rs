@@ -1,0 +1,155 @@
+//! Every metric the agent exports, defined once.
+//!
+//! Registration, the `dwcp-agent metrics` listing, the docs and the dashboard checks all
+//! read [`ALL`]; nothing else spells a metric name.
+
+/// Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter; the name ends in `_total`.
+    Counter,
+    /// Value that goes up and down.
+    Gauge,
+}
+
+impl Kind {
+    /// The name Prometheus uses in `# TYPE` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+/// One exported metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricDef {
+    /// Full exported name (counters include `_total`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// Label names, empty for a single series.
+    pub labels: &'static [&'static str],
+}
+
+impl MetricDef {
+    /// The name to hand to `prometheus_client`, which appends `_total` to counters itself.
+    pub fn registry_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Counter => self.name.strip_suffix("_total").unwrap_or(self.name),
+            Kind::Gauge => self.name,
+        }
+    }
+}
+
+/// 1 when the eBPF probes are loaded and attached, 0 otherwise.
+pub const PROBE_UP: MetricDef = MetricDef {
+    name: "dwcp_probe_up",
+    help: "1 when the eBPF probes are loaded and attached, 0 otherwise",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Bytes the agent's processes handed to TCP sockets, counted in the kernel.
+pub const KERNEL_TX_BYTES: MetricDef = MetricDef {
+    name: "dwcp_kernel_tx_bytes_total",
+    help: "Bytes sent on the agent's TCP sockets, counted by eBPF at sock_send_length",
+    kind: Kind::Counter,
+    labels: &[],
+};
+/// Bytes the agent's processes read from TCP sockets, counted in the kernel.
+pub const KERNEL_RX_BYTES: MetricDef = MetricDef {
+    name: "dwcp_kernel_rx_bytes_total",
+    help: "Bytes received on the agent's TCP sockets, counted by eBPF at sock_recv_length",
+    kind: Kind::Counter,
+    labels: &[],
+};
+/// Retransmitted segments of the agent's sockets.
+pub const KERNEL_RETRANSMITS: MetricDef = MetricDef {
+    name: "dwcp_kernel_retransmits_total",
+    help: "TCP retransmissions on the agent's sockets, counted by eBPF at tcp_retransmit_skb",
+    kind: Kind::Counter,
+    labels: &[],
+};
+/// Open TCP flows of the agent seen by the probes.
+pub const KERNEL_FLOWS: MetricDef = MetricDef {
+    name: "dwcp_kernel_flows",
+    help: "Open TCP sockets of the agent that carried data, as seen by eBPF",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Smoothed RTT per flow.
+pub const TCP_SRTT: MetricDef = MetricDef {
+    name: "dwcp_tcp_srtt_seconds",
+    help: "Smoothed round-trip time of each open agent flow, from tcp_probe",
+    kind: Kind::Gauge,
+    labels: &["local", "remote"],
+};
+/// Congestion window per flow.
+pub const TCP_CWND: MetricDef = MetricDef {
+    name: "dwcp_tcp_cwnd_segments",
+    help: "Congestion window of each open agent flow in segments, from tcp_probe",
+    kind: Kind::Gauge,
+    labels: &["local", "remote"],
+};
+/// On-CPU time per agent thread name.
+pub const AGENT_CPU: MetricDef = MetricDef {
+    name: "dwcp_agent_cpu_seconds_total",
+    help: "On-CPU time of the agent's threads by thread name, measured by eBPF at sched_switch",
+    kind: Kind::Counter,
+    labels: &["thread"],
+};
+/// Kernel time spent running each probe.
+pub const PROBE_RUN_SECONDS: MetricDef = MetricDef {
+    name: "dwcp_probe_run_seconds_total",
+    help: "Time the kernel spent running each eBPF program (BPF run-time statistics)",
+    kind: Kind::Counter,
+    labels: &["program"],
+};
+/// Runs of each probe.
+pub const PROBE_RUNS: MetricDef = MetricDef {
+    name: "dwcp_probe_runs_total",
+    help: "Number of runs of each eBPF program (BPF run-time statistics)",
+    kind: Kind::Counter,
+    labels: &["program"],
+};
+/// Build information.
+pub const BUILD_INFO: MetricDef = MetricDef {
+    name: "dwcp_build_info",
+    help: "Always 1; labels carry the agent version",
+    kind: Kind::Gauge,
+    labels: &["version"],
+};
+
+/// Every metric the agent exports.
+pub const ALL: &[MetricDef] = &[
+    PROBE_UP,
+    KERNEL_TX_BYTES,
+    KERNEL_RX_BYTES,
+    KERNEL_RETRANSMITS,
+    KERNEL_FLOWS,
+    TCP_SRTT,
+    TCP_CWND,
+    AGENT_CPU,
+    PROBE_RUN_SECONDS,
+    PROBE_RUNS,
+    BUILD_INFO,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_prefixed_and_suffixed_by_kind() {
+        let mut seen = std::collections::HashSet::new();
+        for def in ALL {
+            assert!(seen.insert(def.name), "{} defined twice", def.name);
+            assert!(def.name.starts_with("dwcp_"), "{}", def.name);
+            assert_eq!(def.kind == Kind::Counter, def.name.ends_with("_total"), "{}", def.name);
+            assert!(def.help.chars().next().is_some_and(char::is_uppercase), "{}", def.name);
+        }
+    }
+}

@@ -1,0 +1,2 @@
+#![no_std]
+//! Library target so the agent can declare a build dependency on this crate.
