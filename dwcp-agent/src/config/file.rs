@@ -8,8 +8,22 @@ use super::{AgentConfig, ConfigError, DEFAULT_CONFIG_PATH};
 pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
     toml::from_str(text).map_err(|err| ConfigError::Parse {
         path: origin.to_owned(),
-        message: err.to_string().trim_end().replace('\n', " "),
+        message: match err.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("line {line}, column {column}: {}", err.message())
+            }
+            None => err.message().to_owned(),
+        },
     })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Reads and parses `path`.
@@ -57,6 +71,12 @@ mod tests {
         let err = parse("[http]\nadress = \"127.0.0.1:1\"\n", "agent.toml").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("agent.toml") && msg.contains("adress"), "{msg}");
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let err = parse("[http]\n\naddr = 5\n", "t").unwrap_err().to_string();
+        assert!(err.starts_with("Invalid config file t: line 3, column 8:"), "{err}");
     }
 
     #[test]

@@ -137,6 +137,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 mod tests {
     use super::*;
 
+    /// Labelled families print nothing until they have a series, so every one is given
+    /// a series here before comparing.
     #[test]
     fn registry_exports_exactly_the_defined_metrics() {
         let metrics = AgentMetrics::new();
@@ -145,7 +147,13 @@ mod tests {
             .tcp_srtt
             .get_or_create(&FlowLabels { local: "a".into(), remote: "b".into() })
             .set(0.1);
-        metrics.probe_runs.get_or_create(&ProgramLabels { program: "p".into() }).inc();
+        metrics
+            .tcp_cwnd
+            .get_or_create(&FlowLabels { local: "a".into(), remote: "b".into() })
+            .set(10);
+        let program = ProgramLabels { program: "p".into() };
+        metrics.probe_runs.get_or_create(&program).inc();
+        metrics.probe_run_seconds.get_or_create(&program).inc_by(0.5);
         let text = metrics.encode();
         let mut helped: Vec<&str> = text
             .lines()

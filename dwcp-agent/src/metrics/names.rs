@@ -48,7 +48,7 @@ impl MetricDef {
 /// 1 when the eBPF probes are loaded and attached, 0 otherwise.
 pub const PROBE_UP: MetricDef = MetricDef {
     name: "dwcp_probe_up",
-    help: "1 when the eBPF probes are loaded and attached, 0 otherwise",
+    help: "Whether the eBPF probes are loaded and attached (1) or not (0)",
     kind: Kind::Gauge,
     labels: &[],
 };

@@ -215,3 +215,10 @@ pub fn bpf_program_ids_of(pid: u32) -> Vec<u32> {
 pub fn loaded_program_ids() -> Vec<u32> {
     aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
 }
+
+impl Agent {
+    /// Wraps an agent process started by the test itself.
+    pub fn adopt(child: Child, http: SocketAddr, log: PathBuf) -> Self {
+        Self { child, http, log, _dir: tempfile::tempdir().expect("tempdir") }
+    }
+}
