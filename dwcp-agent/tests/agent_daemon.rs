@@ -207,3 +207,72 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
 }
+
+#[test]
+fn metrics_doc_matches_the_exported_metrics() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let out = Command::new(common::agent_bin())
+        .args(["metrics", "--markdown"])
+        .output()
+        .expect("dwcp-agent metrics");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        doc.contains(table.trim()),
+        "docs/metrics.md is stale: regenerate its table with `dwcp-agent metrics --markdown`"
+    );
+    for def in dwcp_agent::metrics::names::ALL {
+        assert!(doc.contains(&format!("`{}`", def.name)), "{} undocumented", def.name);
+    }
+}
+
+#[test]
+fn grafana_dashboards_name_only_exported_metrics() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../grafana/dashboards");
+    let exported: Vec<&str> = dwcp_agent::metrics::names::ALL.iter().map(|d| d.name).collect();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("grafana/dashboards") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read dashboard");
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let mut exprs = Vec::new();
+        collect_exprs(&json, &mut exprs);
+        assert!(!exprs.is_empty(), "{} has no queries", path.display());
+        for expr in exprs {
+            for name in metric_names(&expr) {
+                assert!(exported.contains(&name.as_str()), "{}: {name} is not exported", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "No metric referenced by any dashboard");
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// Every `dwcp_...` identifier in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("dwcp_") {
+        let tail = &rest[start..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}

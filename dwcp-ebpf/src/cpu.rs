@@ -23,18 +23,21 @@ use crate::{current_tgid_if_tracked, offsets};
 static THREADS: LruPerCpuHashMap<u32, ThreadCpu> =
     LruPerCpuHashMap::with_max_entries(MAX_THREADS, 0);
 
-/// This CPU's slot for thread `tid` of process `tgid`, created if needed.
+/// This CPU's slot for the current thread `tid` of process `tgid`, created if needed.
+/// The name is (re)written when the slot is new or `rename` is set, since reading it
+/// costs more than the rest of the update.
 #[inline(always)]
-fn slot(tid: u32, tgid: u32) -> Option<*mut ThreadCpu> {
+fn slot(tid: u32, tgid: u32, rename: bool) -> Option<*mut ThreadCpu> {
     if THREADS.get_ptr_mut(&tid).is_none() {
         let _ = THREADS.insert(&tid, &ThreadCpu::default(), u64::from(BPF_NOEXIST));
     }
     let entry = THREADS.get_ptr_mut(&tid)?;
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     // SAFETY: this CPU's slot, valid during the program, single writer (see `THREADS`).
     unsafe {
-        (*entry).tgid = tgid;
-        (*entry).comm = comm;
+        if rename || (*entry).tgid == 0 {
+            (*entry).tgid = tgid;
+            (*entry).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        }
     }
     Some(entry)
 }
@@ -57,7 +60,7 @@ pub fn try_sched_stat_runtime(ctx: &TracePointContext) -> Result<(), i64> {
         let Some(tgid) = current_tgid_if_tracked() else {
             return Ok(());
         };
-        slot(tid, tgid)
+        slot(tid, tgid, false)
     } else {
         // Charged from another task's context: only threads already known are counted.
         THREADS.get_ptr_mut(&tid)
@@ -82,7 +85,7 @@ pub fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // SAFETY: offset from the format file, checked kernel read.
     let prev_pid: i32 = unsafe { ctx.read_at(off.switch_prev_pid as usize) }.map_err(i64::from)?;
-    if let Some(entry) = slot(prev_pid as u32, tgid) {
+    if let Some(entry) = slot(prev_pid as u32, tgid, true) {
         // SAFETY: this CPU's slot, valid during the program, single writer.
         unsafe { (*entry).switches += 1 };
     }

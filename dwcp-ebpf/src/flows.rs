@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, LruPerCpuHashMap},
+    maps::{Array, HashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
 use dwcp_common::{AF_INET, AF_INET6, FlowStats, IPPROTO_TCP, MAX_FLOWS, MAX_TRACKED_PROCESSES};
@@ -22,6 +22,16 @@ pub static TRACKED_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACK
 /// read-modify-write is exact. User space sums the slots.
 #[map]
 static FLOWS: LruPerCpuHashMap<u64, FlowStats> = LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Number of rate-limit slots for `tcp_probe` (a power of two).
+const PROBE_GATE_SLOTS: u32 = 1024;
+
+/// Jiffy of the last `tcp_probe` processed per socket-address slot. `tcp_probe` fires on
+/// every incoming segment of every TCP socket on the host; this array (whose lookups the
+/// verifier inlines) lets at most one event per socket slot and jiffy reach the costlier
+/// hash lookup. Races between CPUs only let an extra event through.
+#[map]
+static PROBE_GATE: Array<u64> = Array::with_max_entries(PROBE_GATE_SLOTS, 0);
 
 /// Which counter a length event adds to.
 #[derive(Clone, Copy)]
@@ -75,7 +85,6 @@ pub fn try_sock_length(ctx: &TracePointContext, dir: Direction) -> Result<(), i6
             Direction::Tx => (*stats).tx_bytes += ret as u64,
             Direction::Rx => (*stats).rx_bytes += ret as u64,
         }
-        (*stats).updated_ns = bpf_ktime_get_ns();
     }
     Ok(())
 }
@@ -159,6 +168,9 @@ pub fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), i64> {
     }
     // SAFETY: offset from the format file, checked kernel read.
     let sk: u64 = unsafe { ctx.read_at(off.probe_skaddr as usize) }.map_err(i64::from)?;
+    if !pass_gate(sk) {
+        return Ok(());
+    }
     let Some(stats) = FLOWS.get_ptr_mut(&sk) else {
         return Ok(());
     };
@@ -192,6 +204,27 @@ pub fn try_tcp_probe(ctx: &TracePointContext) -> Result<(), i64> {
         let _ = (local.family, remote.v4_or_flowinfo);
     }
     Ok(())
+}
+
+/// True for the first `tcp_probe` event of the socket's slot in the current jiffy.
+#[inline(always)]
+fn pass_gate(sk: u64) -> bool {
+    // Socket structures are cache-line aligned; skip the always-equal low bits.
+    let slot = ((sk >> 6) as u32) & (PROBE_GATE_SLOTS - 1);
+    let Some(last) = PROBE_GATE.get_ptr_mut(slot) else {
+        return true;
+    };
+    // SAFETY: a helper without arguments or preconditions.
+    let now = unsafe { bpf_jiffies64() };
+    // SAFETY: `last` points into an array map element, valid during the program; a racy
+    // update from another CPU only lets one more event through.
+    unsafe {
+        if *last == now {
+            return false;
+        }
+        *last = now;
+    }
+    true
 }
 
 /// Records the TCP state of a tracked socket (user space hides closed flows).

@@ -11,7 +11,8 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
         message: match err.span() {
             Some(span) => {
                 let (line, column) = line_column(text, span.start);
-                format!("line {line}, column {column}: {}", err.message())
+                let source = text.lines().nth(line - 1).unwrap_or("").trim();
+                format!("line {line}, column {column}: {} (in `{source}`)", err.message())
             }
             None => err.message().to_owned(),
         },
