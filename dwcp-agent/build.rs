@@ -28,8 +28,9 @@ fn main() -> anyhow::Result<()> {
         root_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
-        .with_context(|| format!("Building the eBPF programs with {toolchain} failed (run `cargo xtask setup`)"))
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain)).with_context(|| {
+        format!("Building the eBPF programs with {toolchain} failed (run `cargo xtask setup`)")
+    })
 }
 
 /// Reads `channel = "..."` from the eBPF crate's rust-toolchain.toml, the one place the

@@ -73,14 +73,23 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 if with_probes { "attached" } else { "detached" },
                 bps * 8.0 / 1e9
             );
-            if with_probes { &mut attached } else { &mut detached }.push(bps);
+            if with_probes {
+                &mut attached
+            } else {
+                &mut detached
+            }
+            .push(bps);
         }
     }
     let detached_median = median(&detached);
     let attached_median = median(&attached);
     let overhead = (1.0 - attached_median / detached_median) * 100.0;
     for cost in &mut costs {
-        cost.ns_per_run = if cost.runs == 0 { 0.0 } else { cost.cpu_seconds * 1e9 / cost.runs as f64 };
+        cost.ns_per_run = if cost.runs == 0 {
+            0.0
+        } else {
+            cost.cpu_seconds * 1e9 / cost.runs as f64
+        };
     }
     let attached_wall = round.as_secs_f64() * attached.len() as f64;
     let probe_cpu: f64 = costs.iter().map(|c| c.cpu_seconds).sum();
@@ -100,7 +109,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     println!("{markdown}");
     let dir = results::new_dir("probe-overhead")?;
     std::fs::write(dir.join("report.md"), &markdown)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     eprintln!("Report written to {}", dir.display());
     Ok(())
 }
@@ -111,7 +123,12 @@ fn accumulate(costs: &mut Vec<ProgramCost>, probes: &Probes) {
         let cost = match costs.iter_mut().find(|c| c.program == prog.name) {
             Some(cost) => cost,
             None => {
-                costs.push(ProgramCost { program: prog.name.clone(), runs: 0, ns_per_run: 0.0, cpu_seconds: 0.0 });
+                costs.push(ProgramCost {
+                    program: prog.name.clone(),
+                    runs: 0,
+                    ns_per_run: 0.0,
+                    cpu_seconds: 0.0,
+                });
                 let last = costs.len() - 1;
                 &mut costs[last]
             }
@@ -135,8 +152,16 @@ fn render(r: &Report) -> String {
     let mut out = String::new();
     out.push_str("## Probe overhead (loopback TCP, one stream, probes tracking the sender)\n\n");
     out.push_str("| | Gbit/s (median) | rounds |\n|---|---|---|\n");
-    out.push_str(&format!("| probes detached | {:.2} | {} |\n", r.detached_median_gbps, r.detached_bps.len()));
-    out.push_str(&format!("| probes attached | {:.2} | {} |\n", r.attached_median_gbps, r.attached_bps.len()));
+    out.push_str(&format!(
+        "| probes detached | {:.2} | {} |\n",
+        r.detached_median_gbps,
+        r.detached_bps.len()
+    ));
+    out.push_str(&format!(
+        "| probes attached | {:.2} | {} |\n",
+        r.attached_median_gbps,
+        r.attached_bps.len()
+    ));
     out.push_str(&format!(
         "\nThroughput cost: **{:.2}%** (goal < {:.1}%): **{}**. Probe CPU: {:.2}% of one core while attached.\n\n",
         r.overhead_percent,
@@ -146,7 +171,10 @@ fn render(r: &Report) -> String {
     ));
     out.push_str("| program | runs | ns per run | kernel CPU s |\n|---|---|---|---|\n");
     for c in &r.programs {
-        out.push_str(&format!("| {} | {} | {:.0} | {:.4} |\n", c.program, c.runs, c.ns_per_run, c.cpu_seconds));
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.4} |\n",
+            c.program, c.runs, c.ns_per_run, c.cpu_seconds
+        ));
     }
     out
 }

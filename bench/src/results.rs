@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn stamps_known_dates() {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_795_000_000), "20261118T070640Z");
+        assert_eq!(utc_stamp(1_795_000_000), "20261118T110640Z");
         assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
     }
 }

@@ -43,12 +43,22 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
 
     let listener = TcpListener::bind(config.http.addr)
         .await
-        .map_err(|source| DaemonError::Bind { addr: config.http.addr, source })?;
+        .map_err(|source| DaemonError::Bind {
+            addr: config.http.addr,
+            source,
+        })?;
     let http_addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let drain = tokio::spawn(drain_loop(Arc::clone(&telemetry), config.clone(), stop_rx.clone()));
-    let app = http::router(HttpState { telemetry: Arc::clone(&telemetry), metrics });
+    let drain = tokio::spawn(drain_loop(
+        Arc::clone(&telemetry),
+        config.clone(),
+        stop_rx.clone(),
+    ));
+    let app = http::router(HttpState {
+        telemetry: Arc::clone(&telemetry),
+        metrics,
+    });
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -65,7 +75,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         probes = probes_up,
         "dwcp-agent ready"
     );
-    notify::ready(&format!("Serving metrics on {http_addr}, probes {}", on_off(probes_up)));
+    notify::ready(&format!(
+        "Serving metrics on {http_addr}, probes {}",
+        on_off(probes_up)
+    ));
 
     wait_for_signal().await.map_err(DaemonError::Serve)?;
     tracing::info!("Stopping");
@@ -130,7 +143,9 @@ async fn drain_loop(
 }
 
 fn lock(telemetry: &Mutex<Telemetry>) -> std::sync::MutexGuard<'_, Telemetry> {
-    telemetry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    telemetry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

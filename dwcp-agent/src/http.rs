@@ -25,7 +25,10 @@ pub fn router(state: HttpState) -> Router {
 
 async fn serve_metrics(State(state): State<HttpState>) -> impl IntoResponse {
     refresh(&state.telemetry);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode())
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
 }
 
 async fn serve_health(State(state): State<HttpState>) -> impl IntoResponse {
@@ -41,7 +44,9 @@ async fn serve_health(State(state): State<HttpState>) -> impl IntoResponse {
 pub fn refresh(telemetry: &Mutex<Telemetry>) {
     // A poisoned lock means a refresh panicked earlier; the data is counters that
     // stay consistent, so keep serving them.
-    let mut guard = telemetry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = telemetry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Err(err) = guard.refresh() {
         tracing::warn!(error = %crate::error_chain(&err), "Reading the probe maps failed");
     }

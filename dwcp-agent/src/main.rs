@@ -58,10 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => effective_config(&args.config).and_then(run),
-        Command::CheckConfig(args) => effective_config(&args).and_then(|config| {
-            println!("{config:#?}");
-            Ok(())
-        }),
+        Command::CheckConfig(args) => effective_config(&args).map(|config| println!("{config:#?}")),
         Command::Metrics { markdown } => {
             print_metrics(markdown);
             Ok(())
@@ -117,9 +114,21 @@ fn print_metrics(markdown: bool) {
     for def in names::ALL {
         let labels = def.labels.join(",");
         if markdown {
-            println!("| `{}` | {} | {} | {} |", def.name, def.kind.as_str(), labels, def.help);
+            println!(
+                "| `{}` | {} | {} | {} |",
+                def.name,
+                def.kind.as_str(),
+                labels,
+                def.help
+            );
         } else {
-            println!("{} {} [{}] {}", def.name, def.kind.as_str(), labels, def.help);
+            println!(
+                "{} {} [{}] {}",
+                def.name,
+                def.kind.as_str(),
+                labels,
+                def.help
+            );
         }
     }
 }

@@ -104,7 +104,11 @@ impl Telemetry {
             let tx = growth(seen.tx, flow.tx_bytes);
             let rx = growth(seen.rx, flow.rx_bytes);
             let retx = growth(seen.retransmits, flow.retransmits);
-            *seen = FlowSeen { tx: flow.tx_bytes, rx: flow.rx_bytes, retransmits: flow.retransmits };
+            *seen = FlowSeen {
+                tx: flow.tx_bytes,
+                rx: flow.rx_bytes,
+                retransmits: flow.retransmits,
+            };
             m.kernel_tx_bytes.inc_by(tx);
             m.kernel_rx_bytes.inc_by(rx);
             m.kernel_retransmits.inc_by(retx);
@@ -114,7 +118,10 @@ impl Telemetry {
             if flow.closed {
                 continue;
             }
-            let labels = FlowLabels { local: flow.local.to_string(), remote: flow.remote.to_string() };
+            let labels = FlowLabels {
+                local: flow.local.to_string(),
+                remote: flow.remote.to_string(),
+            };
             if let (Some(srtt), Some(cwnd)) = (flow.srtt, flow.cwnd) {
                 m.tcp_srtt.get_or_create(&labels).set(srtt.as_secs_f64());
                 m.tcp_cwnd.get_or_create(&labels).set(i64::from(cwnd));
@@ -126,7 +133,8 @@ impl Telemetry {
             m.tcp_srtt.remove(gone);
             m.tcp_cwnd.remove(gone);
         }
-        m.kernel_flows.set(i64::try_from(live_series.len()).unwrap_or(i64::MAX));
+        m.kernel_flows
+            .set(i64::try_from(live_series.len()).unwrap_or(i64::MAX));
         self.flow_series = live_series;
     }
 
@@ -135,12 +143,18 @@ impl Telemetry {
         for thread in threads {
             live.insert(thread.tid);
             let seen = self.threads.entry(thread.tid).or_default();
-            let ran = if thread.on_cpu >= *seen { thread.on_cpu - *seen } else { thread.on_cpu };
+            let ran = if thread.on_cpu >= *seen {
+                thread.on_cpu - *seen
+            } else {
+                thread.on_cpu
+            };
             *seen = thread.on_cpu;
             self.totals.cpu += ran;
             self.metrics
                 .agent_cpu
-                .get_or_create(&ThreadLabels { thread: thread.name.clone() })
+                .get_or_create(&ThreadLabels {
+                    thread: thread.name.clone(),
+                })
                 .inc_by(ran.as_secs_f64());
         }
         self.threads.retain(|tid, _| live.contains(tid));
@@ -152,8 +166,13 @@ impl Telemetry {
             let time = prog.run_time.saturating_sub(seen.0);
             let runs = growth(seen.1, prog.run_count);
             *seen = (prog.run_time, prog.run_count);
-            let labels = ProgramLabels { program: prog.name.clone() };
-            self.metrics.probe_run_seconds.get_or_create(&labels).inc_by(time.as_secs_f64());
+            let labels = ProgramLabels {
+                program: prog.name.clone(),
+            };
+            self.metrics
+                .probe_run_seconds
+                .get_or_create(&labels)
+                .inc_by(time.as_secs_f64());
             self.metrics.probe_runs.get_or_create(&labels).inc_by(runs);
         }
     }

@@ -1,5 +1,10 @@
 //! `dwcp-agent` as a process: serving, stopping, privileges, systemd, bad configuration.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
 mod common;
 
 use std::{
@@ -21,12 +26,20 @@ mod privileged {
         let mut agent = Agent::start(&[], |_| {});
         agent.wait_ready();
         let metrics = agent.metrics();
-        assert!(metrics.contains("\ndwcp_probe_up 1\n"), "{metrics}\n{}", agent.log_text());
+        assert!(
+            metrics.contains("\ndwcp_probe_up 1\n"),
+            "{metrics}\n{}",
+            agent.log_text()
+        );
         // The scrape itself is traffic of the agent's own socket: after a second scrape
         // the kernel has counted the bytes of the first response.
         let again = agent.metrics();
         let tx = metric_value(&again, "dwcp_kernel_tx_bytes_total");
-        assert!(tx >= metrics.len() as f64, "tx {tx} < first response {}", metrics.len());
+        assert!(
+            tx >= metrics.len() as f64,
+            "tx {tx} < first response {}",
+            metrics.len()
+        );
         assert!(again.contains("dwcp_probe_runs_total{program=\"sock_send_length\"}"));
 
         let ids = common::bpf_program_ids_of(agent.child.id());
@@ -35,8 +48,15 @@ mod privileged {
         assert!(status.success(), "exit {status}: {}", agent.log_text());
         let still = common::loaded_program_ids();
         let leaked: Vec<_> = ids.iter().filter(|id| still.contains(id)).collect();
-        assert!(leaked.is_empty(), "Programs still loaded after stop: {leaked:?}");
-        assert!(agent.log_text().contains("detached"), "{}", agent.log_text());
+        assert!(
+            leaked.is_empty(),
+            "Programs still loaded after stop: {leaked:?}"
+        );
+        assert!(
+            agent.log_text().contains("detached"),
+            "{}",
+            agent.log_text()
+        );
     }
 
     #[test]
@@ -44,7 +64,8 @@ mod privileged {
         common::require_root();
         // A copy of the binary any user can run, wherever the checkout lives.
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let bin = dir.path().join("dwcp-agent");
         std::fs::copy(common::agent_bin(), &bin).expect("copy binary");
         let log = dir.path().join("agent.log");
@@ -62,7 +83,10 @@ mod privileged {
         assert!(metrics.contains("\ndwcp_probe_up 0\n"), "{metrics}");
         let log = agent.log_text();
         assert!(log.contains("eBPF probes unavailable"), "{log}");
-        assert!(log.contains("CAP_BPF"), "The log should say what is missing: {log}");
+        assert!(
+            log.contains("CAP_BPF"),
+            "The log should say what is missing: {log}"
+        );
         assert!(agent.terminate().success());
     }
 
@@ -78,19 +102,30 @@ fn notifies_systemd_ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    socket.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let mut agent = Agent::start(&["--no-probes"], |cmd| {
-        cmd.env("NOTIFY_SOCKET", &socket_path).env("WATCHDOG_USEC", "400000");
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000");
     });
     let mut messages = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while messages.iter().filter(|m: &&String| m.contains("WATCHDOG=1")).count() < 2 {
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
         assert!(Instant::now() < deadline, "Got only {messages:?}");
         let n = socket.recv(&mut buf).expect("notification");
         messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    assert!(messages[0].contains("READY=1"), "First message must be READY: {messages:?}");
+    assert!(
+        messages[0].contains("READY=1"),
+        "First message must be READY: {messages:?}"
+    );
     assert!(agent.terminate().success());
     let n = socket.recv(&mut buf).expect("stopping notification");
     let mut last = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -113,15 +148,24 @@ mod bad_config {
     }
 
     fn run_args(args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new(common::agent_bin()).args(args).output().expect("run agent");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new(common::agent_bin())
+            .args(args)
+            .output()
+            .expect("run agent");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     #[test]
     fn unknown_key_is_refused_with_its_name() {
         let (code, err) = run_with("[http]\naddr = \"127.0.0.1:9477\"\nport = 1\n");
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains("unknown field") && err.contains("port"), "{err}");
+        assert!(
+            err.contains("unknown field") && err.contains("port"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -135,7 +179,10 @@ mod bad_config {
     fn bad_address_is_refused() {
         let (code, err) = run_with("[transport]\nlisten = \"0.0.0.0:port\"\n");
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains("listen") && err.contains("Invalid config file"), "{err}");
+        assert!(
+            err.contains("listen") && err.contains("Invalid config file"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -149,7 +196,10 @@ mod bad_config {
     fn missing_file_is_refused_with_its_path() {
         let (code, err) = run_args(&["run", "--config", "/nonexistent/agent.toml"]);
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains("Cannot read config file /nonexistent/agent.toml"), "{err}");
+        assert!(
+            err.contains("Cannot read config file /nonexistent/agent.toml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -179,8 +229,15 @@ mod bad_config {
             .output()
             .expect("run");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("interval_ms: 250") && text.contains("127.0.0.1:7000"), "{text}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("interval_ms: 250") && text.contains("127.0.0.1:7000"),
+            "{text}"
+        );
     }
 }
 
@@ -191,7 +248,12 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "/systemd/dwcp-agent.service"
     ))
     .expect("unit file");
-    for needed in ["Type=notify", "WatchdogSec=", "CapabilityBoundingSet=", "ProtectSystem=strict"] {
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "CapabilityBoundingSet=",
+        "ProtectSystem=strict",
+    ] {
         assert!(unit.contains(needed), "Unit lacks {needed}");
     }
     // verify needs the ExecStart binary to exist: point it at the one under test.
@@ -205,7 +267,10 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .output()
         .expect("systemd-analyze (Debian package systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
 }
 
 #[test]
@@ -222,14 +287,21 @@ fn metrics_doc_matches_the_exported_metrics() {
         "docs/metrics.md is stale: regenerate its table with `dwcp-agent metrics --markdown`"
     );
     for def in dwcp_agent::metrics::names::ALL {
-        assert!(doc.contains(&format!("`{}`", def.name)), "{} undocumented", def.name);
+        assert!(
+            doc.contains(&format!("`{}`", def.name)),
+            "{} undocumented",
+            def.name
+        );
     }
 }
 
 #[test]
 fn grafana_dashboards_name_only_exported_metrics() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../grafana/dashboards");
-    let exported: Vec<&str> = dwcp_agent::metrics::names::ALL.iter().map(|d| d.name).collect();
+    let exported: Vec<&str> = dwcp_agent::metrics::names::ALL
+        .iter()
+        .map(|d| d.name)
+        .collect();
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).expect("grafana/dashboards") {
         let path = entry.expect("entry").path();
@@ -241,7 +313,11 @@ fn grafana_dashboards_name_only_exported_metrics() {
         assert!(!exprs.is_empty(), "{} has no queries", path.display());
         for expr in exprs {
             for name in metric_names(&expr) {
-                assert!(exported.contains(&name.as_str()), "{}: {name} is not exported", path.display());
+                assert!(
+                    exported.contains(&name.as_str()),
+                    "{}: {name} is not exported",
+                    path.display()
+                );
                 checked += 1;
             }
         }
@@ -270,7 +346,9 @@ fn metric_names(expr: &str) -> Vec<String> {
     let mut rest = expr;
     while let Some(start) = rest.find("dwcp_") {
         let tail = &rest[start..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         names.push(tail[..end].to_owned());
         rest = &tail[end..];
     }

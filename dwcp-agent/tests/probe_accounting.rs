@@ -4,6 +4,11 @@
 //! own process), so "the agent" here is the test process itself and every other process
 //! is a stranger whose traffic must not be counted.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
 mod common;
 
 mod privileged {
@@ -49,7 +54,7 @@ mod privileged {
         }
     }
 
-    fn flow_by_local<'a>(flows: &'a [Flow], local: std::net::SocketAddr) -> &'a Flow {
+    fn flow_by_local(flows: &[Flow], local: std::net::SocketAddr) -> &Flow {
         flows
             .iter()
             .find(|f| f.local == local)
@@ -77,7 +82,11 @@ mod privileged {
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("iperf3 client");
-            Self { server, client, port }
+            Self {
+                server,
+                client,
+                port,
+            }
         }
 
         fn finish(mut self) {
@@ -113,13 +122,25 @@ mod privileged {
         drop(client);
         stranger_finish_then_check(stranger, &probes, |flows| {
             let c = flow_by_local(flows, client_addr);
-            assert_eq!((c.tx_bytes, c.rx_bytes), (UP as u64, DOWN as u64), "client flow");
+            assert_eq!(
+                (c.tx_bytes, c.rx_bytes),
+                (UP as u64, DOWN as u64),
+                "client flow"
+            );
             let s = flow_by_local(flows, accepted_addr);
-            assert_eq!((s.tx_bytes, s.rx_bytes), (DOWN as u64, UP as u64), "server flow");
+            assert_eq!(
+                (s.tx_bytes, s.rx_bytes),
+                (DOWN as u64, UP as u64),
+                "server flow"
+            );
             assert_eq!(s.remote, client_addr);
             let tx: u64 = flows.iter().map(|f| f.tx_bytes).sum();
             let rx: u64 = flows.iter().map(|f| f.rx_bytes).sum();
-            assert_eq!((tx, rx), ((UP + DOWN) as u64, (UP + DOWN) as u64), "{flows:#?}");
+            assert_eq!(
+                (tx, rx),
+                ((UP + DOWN) as u64, (UP + DOWN) as u64),
+                "{flows:#?}"
+            );
         });
     }
 
@@ -167,7 +188,10 @@ mod privileged {
         let local = client.local_addr().expect("addr");
         let flows = probes.flows().expect("flows");
         let flow = flow_by_local(&flows, local);
-        assert!(flow.retransmits > 0, "No retransmission counted under 5% loss: {flow:?}");
+        assert!(
+            flow.retransmits > 0,
+            "No retransmission counted under 5% loss: {flow:?}"
+        );
         // The tracepoint fires once per retransmitted skb; TCP_INFO counts segments,
         // and one skb may carry several.
         assert!(
@@ -181,7 +205,7 @@ mod privileged {
     fn tcp_total_retrans(stream: &TcpStream) -> u32 {
         // SAFETY: tcp_info is plain data; zeroed is a valid value.
         let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
         // SAFETY: valid socket fd, `info` is writable for `len` bytes.
         let rc = unsafe {
             libc::getsockopt(
@@ -237,6 +261,10 @@ mod privileged {
         let measured = sample.on_cpu.as_secs_f64();
         let expected = rusage.as_secs_f64();
         let error = (measured - expected).abs() / expected;
-        assert!(error < 0.10, "eBPF says {measured:.3}s, getrusage {expected:.3}s ({:.1}% off)", error * 100.0);
+        assert!(
+            error < 0.10,
+            "eBPF says {measured:.3}s, getrusage {expected:.3}s ({:.1}% off)",
+            error * 100.0
+        );
     }
 }

@@ -95,8 +95,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<FlowStats>(), 8 * 4 + 4 * 4 + 2 * 4 + 32);
-        assert_eq!(core::mem::size_of::<ThreadCpu>(), 8 * 2 + 4 * 2 + COMM_LEN);
+        assert_eq!(size_of::<FlowStats>(), 8 * 4 + 4 * 4 + 2 * 4 + 32);
+        assert_eq!(size_of::<ThreadCpu>(), 8 * 2 + 4 * 2 + COMM_LEN);
     }
 }
 

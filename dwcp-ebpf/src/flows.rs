@@ -109,8 +109,8 @@ fn flow_entry(sk: u64, tgid: u32, family: u16) -> Result<*mut FlowStats, i64> {
         if family == AF_INET {
             // SAFETY: `sk` is the `struct sock *` the tracepoint reported; this is a
             // checked kernel read of its first bytes (`struct sock_common`).
-            let head: SockCommonHead = unsafe { bpf_probe_read_kernel(sk as *const SockCommonHead) }
-                .map_err(i64::from)?;
+            let head: SockCommonHead =
+                unsafe { bpf_probe_read_kernel(sk as *const SockCommonHead) }.map_err(i64::from)?;
             ident.daddr[..4].copy_from_slice(&head.daddr);
             ident.saddr[..4].copy_from_slice(&head.rcv_saddr);
             ident.dport = u16::from_be(head.dport_be);

@@ -12,7 +12,10 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
             Some(span) => {
                 let (line, column) = line_column(text, span.start);
                 let source = text.lines().nth(line - 1).unwrap_or("").trim();
-                format!("line {line}, column {column}: {} (in `{source}`)", err.message())
+                format!(
+                    "line {line}, column {column}: {} (in `{source}`)",
+                    err.message()
+                )
             }
             None => err.message().to_owned(),
         },
@@ -71,13 +74,19 @@ mod tests {
     fn unknown_key_is_refused_with_its_name() {
         let err = parse("[http]\nadress = \"127.0.0.1:1\"\n", "agent.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("agent.toml") && msg.contains("adress"), "{msg}");
+        assert!(
+            msg.contains("agent.toml") && msg.contains("adress"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn errors_name_line_and_column() {
         let err = parse("[http]\n\naddr = 5\n", "t").unwrap_err().to_string();
-        assert!(err.starts_with("Invalid config file t: line 3, column 8:"), "{err}");
+        assert!(
+            err.starts_with("Invalid config file t: line 3, column 8:"),
+            "{err}"
+        );
     }
 
     #[test]

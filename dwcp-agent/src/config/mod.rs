@@ -110,25 +110,35 @@ pub enum LogFormat {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: SocketAddr::from(([127, 0, 0, 1], 9477)) }
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9477)),
+        }
     }
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9478)) }
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9478)),
+        }
     }
 }
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { enabled: true, interval_ms: 1000 }
+        Self {
+            enabled: true,
+            interval_ms: 1000,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -157,7 +167,10 @@ impl AgentConfig {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
-                reason: format!("{:?} is not a valid filter (try info or debug)", self.log.level),
+                reason: format!(
+                    "{:?} is not a valid filter (try info or debug)",
+                    self.log.level
+                ),
             });
         }
         Ok(())
@@ -188,13 +201,25 @@ mod tests {
     fn same_http_and_listen_address_is_refused() {
         let mut config = AgentConfig::default();
         config.transport.listen = config.http.addr;
-        assert!(config.validate().unwrap_err().to_string().contains("transport.listen"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("transport.listen")
+        );
     }
 
     #[test]
     fn bad_log_filter_is_refused() {
         let mut config = AgentConfig::default();
         config.log.level = "info,=[".into();
-        assert!(config.validate().unwrap_err().to_string().contains("log.level"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("log.level")
+        );
     }
 }

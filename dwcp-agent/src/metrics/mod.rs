@@ -86,7 +86,9 @@ impl AgentMetrics {
         let mut registry = Registry::default();
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
-            .get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").to_owned() })
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
             .set(1);
         let r = &mut registry;
         let probe_up = register(r, names::PROBE_UP, Gauge::default());
@@ -142,18 +144,32 @@ mod tests {
     #[test]
     fn registry_exports_exactly_the_defined_metrics() {
         let metrics = AgentMetrics::new();
-        metrics.agent_cpu.get_or_create(&ThreadLabels { thread: "t".into() }).inc_by(1.5);
+        metrics
+            .agent_cpu
+            .get_or_create(&ThreadLabels { thread: "t".into() })
+            .inc_by(1.5);
         metrics
             .tcp_srtt
-            .get_or_create(&FlowLabels { local: "a".into(), remote: "b".into() })
+            .get_or_create(&FlowLabels {
+                local: "a".into(),
+                remote: "b".into(),
+            })
             .set(0.1);
         metrics
             .tcp_cwnd
-            .get_or_create(&FlowLabels { local: "a".into(), remote: "b".into() })
+            .get_or_create(&FlowLabels {
+                local: "a".into(),
+                remote: "b".into(),
+            })
             .set(10);
-        let program = ProgramLabels { program: "p".into() };
+        let program = ProgramLabels {
+            program: "p".into(),
+        };
         metrics.probe_runs.get_or_create(&program).inc();
-        metrics.probe_run_seconds.get_or_create(&program).inc_by(0.5);
+        metrics
+            .probe_run_seconds
+            .get_or_create(&program)
+            .inc_by(0.5);
         let text = metrics.encode();
         let mut helped: Vec<&str> = text
             .lines()
@@ -164,8 +180,14 @@ mod tests {
         let mut defined: Vec<&str> = names::ALL.iter().map(MetricDef::registry_name).collect();
         defined.sort_unstable();
         assert_eq!(helped, defined);
-        assert!(text.contains("dwcp_agent_cpu_seconds_total{thread=\"t\"} 1.5"), "{text}");
-        assert!(text.contains("dwcp_tcp_srtt_seconds{local=\"a\",remote=\"b\"} 0.1"), "{text}");
+        assert!(
+            text.contains("dwcp_agent_cpu_seconds_total{thread=\"t\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dwcp_tcp_srtt_seconds{local=\"a\",remote=\"b\"} 0.1"),
+            "{text}"
+        );
         assert!(text.contains("dwcp_build_info{version="), "{text}");
     }
 }

@@ -148,8 +148,17 @@ mod tests {
         for def in ALL {
             assert!(seen.insert(def.name), "{} defined twice", def.name);
             assert!(def.name.starts_with("dwcp_"), "{}", def.name);
-            assert_eq!(def.kind == Kind::Counter, def.name.ends_with("_total"), "{}", def.name);
-            assert!(def.help.chars().next().is_some_and(char::is_uppercase), "{}", def.name);
+            assert_eq!(
+                def.kind == Kind::Counter,
+                def.name.ends_with("_total"),
+                "{}",
+                def.name
+            );
+            assert!(
+                def.help.chars().next().is_some_and(char::is_uppercase),
+                "{}",
+                def.name
+            );
         }
     }
 }

@@ -36,7 +36,10 @@ pub struct Flow {
 }
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<Vec<Flow>, ProbeError> {
-    let map_err = |source| ProbeError::Map { map: names::MAP_FLOWS, source };
+    let map_err = |source| ProbeError::Map {
+        map: names::MAP_FLOWS,
+        source,
+    };
     let flows: PerCpuHashMap<_, u64, FlowStats> =
         PerCpuHashMap::try_from(map(ebpf, names::MAP_FLOWS)?).map_err(map_err)?;
     let mut out = Vec::new();
@@ -116,7 +119,10 @@ mod tests {
         b.srtt_us = 900;
         b.retransmits = 3;
         let flow = merge(7, &[a, FlowStats::default(), b]).unwrap();
-        assert_eq!((flow.tx_bytes, flow.rx_bytes, flow.retransmits), (150, 12, 3));
+        assert_eq!(
+            (flow.tx_bytes, flow.rx_bytes, flow.retransmits),
+            (150, 12, 3)
+        );
         assert_eq!(flow.cwnd, Some(20));
         assert_eq!(flow.srtt, Some(Duration::from_micros(900)));
         assert_eq!(flow.local, "127.0.0.1:1000".parse().unwrap());

@@ -108,11 +108,15 @@ impl Probes {
                 .ok_or(ProbeError::MissingProgram(program))?
                 .try_into()
                 .map_err(|source| ProbeError::Program { program, source })?;
-            prog.load().map_err(|source| ProbeError::Program { program, source })?;
+            prog.load()
+                .map_err(|source| ProbeError::Program { program, source })?;
             prog.attach(category, name)
                 .map_err(|source| ProbeError::Program { program, source })?;
         }
-        Ok(Self { ebpf, _stats: stats })
+        Ok(Self {
+            ebpf,
+            _stats: stats,
+        })
     }
 
     /// Adds a process (thread group id) to the measured set.
@@ -121,13 +125,16 @@ impl Probes {
     }
 
     fn track_in(ebpf: &mut Ebpf, tgid: u32) -> Result<(), ProbeError> {
-        let map_err = |source| ProbeError::Map { map: names::MAP_TRACKED, source };
-        let map = ebpf
-            .map_mut(names::MAP_TRACKED)
-            .ok_or(ProbeError::Map {
-                map: names::MAP_TRACKED,
-                source: aya::maps::MapError::InvalidName { name: names::MAP_TRACKED.into() },
-            })?;
+        let map_err = |source| ProbeError::Map {
+            map: names::MAP_TRACKED,
+            source,
+        };
+        let map = ebpf.map_mut(names::MAP_TRACKED).ok_or(ProbeError::Map {
+            map: names::MAP_TRACKED,
+            source: aya::maps::MapError::InvalidName {
+                name: names::MAP_TRACKED.into(),
+            },
+        })?;
         let mut tracked: BpfHashMap<_, u32, u8> = BpfHashMap::try_from(map).map_err(map_err)?;
         tracked.insert(&tgid, &1, 0).map_err(map_err)
     }

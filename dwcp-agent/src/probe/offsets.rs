@@ -77,7 +77,11 @@ mod tests {
 
     #[test]
     fn size_mismatch_is_refused() {
-        let fields = vec![Field { name: "ret".into(), offset: 20, size: 8 }];
+        let fields = vec![Field {
+            name: "ret".into(),
+            offset: 20,
+            size: 8,
+        }];
         let err = field(&fields, "sock:x", "ret", 4).unwrap_err();
         assert!(err.to_string().contains("size 8, expected 4"), "{err}");
     }

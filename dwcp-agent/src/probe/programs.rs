@@ -20,8 +20,13 @@ pub struct ProgramRunStats {
 impl ProgramRunStats {
     /// Mean run time per event, `None` before the first counted run.
     pub fn per_run(&self) -> Option<Duration> {
-        let per_run = self.run_time.as_nanos().checked_div(u128::from(self.run_count))?;
-        Some(Duration::from_nanos(u64::try_from(per_run).unwrap_or(u64::MAX)))
+        let per_run = self
+            .run_time
+            .as_nanos()
+            .checked_div(u128::from(self.run_count))?;
+        Some(Duration::from_nanos(
+            u64::try_from(per_run).unwrap_or(u64::MAX),
+        ))
     }
 }
 

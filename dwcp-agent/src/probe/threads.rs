@@ -25,8 +25,12 @@ pub struct ThreadSample {
 
 pub(super) fn read(ebpf: &Ebpf) -> Result<Vec<ThreadSample>, ProbeError> {
     let threads: PerCpuHashMap<_, u32, ThreadCpu> =
-        PerCpuHashMap::try_from(map(ebpf, names::MAP_THREADS)?)
-            .map_err(|source| ProbeError::Map { map: names::MAP_THREADS, source })?;
+        PerCpuHashMap::try_from(map(ebpf, names::MAP_THREADS)?).map_err(|source| {
+            ProbeError::Map {
+                map: names::MAP_THREADS,
+                source,
+            }
+        })?;
     Ok(threads
         .iter()
         .filter_map(Result::ok)
@@ -37,7 +41,11 @@ pub(super) fn read(ebpf: &Ebpf) -> Result<Vec<ThreadSample>, ProbeError> {
 /// Sums the per-CPU slots; identity comes from any slot that has one.
 pub(crate) fn merge(tid: u32, slots: &[ThreadCpu]) -> Option<ThreadSample> {
     let ident = slots.iter().find(|s| s.tgid != 0)?;
-    let name_len = ident.comm.iter().position(|&b| b == 0).unwrap_or(ident.comm.len());
+    let name_len = ident
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(ident.comm.len());
     Some(ThreadSample {
         tid,
         tgid: ident.tgid,
@@ -54,7 +62,13 @@ mod tests {
     fn slot(on_cpu_ns: u64, switches: u64) -> ThreadCpu {
         let mut comm = [0u8; 16];
         comm[..6].copy_from_slice(b"worker");
-        ThreadCpu { on_cpu_ns, switches, tgid: 9, pad: 0, comm }
+        ThreadCpu {
+            on_cpu_ns,
+            switches,
+            tgid: 9,
+            pad: 0,
+            comm,
+        }
     }
 
     #[test]

@@ -115,9 +115,21 @@ mod tests {
         assert_eq!(
             fields,
             vec![
-                Field { name: "common_type".into(), offset: 0, size: 2 },
-                Field { name: "saddr".into(), offset: 8, size: 28 },
-                Field { name: "skaddr".into(), offset: 128, size: 8 },
+                Field {
+                    name: "common_type".into(),
+                    offset: 0,
+                    size: 2
+                },
+                Field {
+                    name: "saddr".into(),
+                    offset: 8,
+                    size: 28
+                },
+                Field {
+                    name: "skaddr".into(),
+                    offset: 128,
+                    size: 8
+                },
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: root check, network namespaces, the agent
 //! process, a minimal HTTP client.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![expect(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
     io::{Read as _, Write as _},
@@ -16,7 +16,10 @@ use std::{
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "This privileged test needs root (eBPF, network namespaces); run it via `cargo xtask test` as root");
+    assert_eq!(
+        euid, 0,
+        "This privileged test needs root (eBPF, network namespaces); run it via `cargo xtask test` as root"
+    );
 }
 
 /// Runs a command to completion, failing the test with its output if it fails.
@@ -59,9 +62,18 @@ impl NetNs {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nft (run `cargo xtask setup`)");
-        child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write nft script");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write nft script");
         let out = child.wait_with_output().expect("wait for nft");
-        assert!(out.status.success(), "nft failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs `f` on a new thread that has entered the namespace; sockets it creates live
@@ -82,7 +94,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -104,7 +118,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -140,7 +157,12 @@ impl Agent {
             .stderr(std::fs::File::create(&log).expect("log file"));
         setup(&mut cmd);
         let child = cmd.spawn().expect("spawn dwcp-agent");
-        Self { child, http, log, _dir: dir }
+        Self {
+            child,
+            http,
+            log,
+            _dir: dir,
+        }
     }
 
     /// Waits until `/healthz` answers 200; fails with the log if the agent exits or hangs.
@@ -175,7 +197,11 @@ impl Agent {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "Agent ignored SIGTERM: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "Agent ignored SIGTERM: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -196,14 +222,19 @@ impl Drop for Agent {
 /// Ids of the BPF programs a process holds open (from /proc/PID/fdinfo).
 pub fn bpf_program_ids_of(pid: u32) -> Vec<u32> {
     let mut ids = Vec::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return ids };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return ids;
+    };
     for fd in fds.flatten() {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
         if target.to_string_lossy() != "anon_inode:bpf-prog" {
             continue;
         }
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
-            .unwrap_or_default();
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
         if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
             ids.push(id.trim().parse().expect("prog id"));
         }
@@ -213,12 +244,20 @@ pub fn bpf_program_ids_of(pid: u32) -> Vec<u32> {
 
 /// Ids of every BPF program loaded in the kernel.
 pub fn loaded_program_ids() -> Vec<u32> {
-    aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| p.id())
+        .collect()
 }
 
 impl Agent {
     /// Wraps an agent process started by the test itself.
     pub fn adopt(child: Child, http: SocketAddr, log: PathBuf) -> Self {
-        Self { child, http, log, _dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            child,
+            http,
+            log,
+            _dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 }

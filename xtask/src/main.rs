@@ -1,0 +1,63 @@
+//! `cargo xtask`: everything a person would otherwise do by hand on this project.
+//!
+//! Each subcommand lives in its own module with its own options:
+//! - `setup`: install what building and testing need (idempotent; a second run is a no-op);
+//! - `test`: the full check CI runs (setup, fmt, clippy for host and eBPF, nextest);
+//! - `run`: build the agent in release and run it in the foreground (the main job);
+//! - `install`: install the agent binary, its systemd unit and a default config.
+
+mod cmd;
+mod install;
+mod run;
+mod setup;
+mod sys;
+mod test;
+mod toolchain;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `cargo xtask`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Project chores for dwcp"
+)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands, one module each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install packages, toolchains and bpf-linker this project needs (idempotent).
+    Setup(setup::Options),
+    /// Run setup, fmt, clippy (host and eBPF) and the test suite, as CI does.
+    Test(test::Options),
+    /// Build the agent in release and run it in the foreground.
+    Run(run::Options),
+    /// Install the agent binary, its systemd unit and a default config.
+    Install(install::Options),
+}
+
+/// Runs the subcommand; on failure prints the error chain (without a backtrace, even
+/// under `RUST_BACKTRACE`) and exits with status 1.
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup(opts) => setup::run(&opts),
+        Command::Test(opts) => test::run(&opts),
+        Command::Run(opts) => run::run(&opts),
+        Command::Install(opts) => install::run(&opts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

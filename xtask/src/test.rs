@@ -1,0 +1,85 @@
+//! `cargo xtask test`: the full check CI runs, in order, stopping at the first failure:
+//! setup, `cargo fmt --check`, clippy on the host crates, clippy on the eBPF crate (with
+//! the pinned nightly, for `bpfel-unknown-none`), then the tests with nextest's `ci`
+//! profile (`.config/nextest.toml`; JUnit report in `target/nextest/ci/junit.xml`).
+//!
+//! The privileged tests (eBPF, network namespaces) need root; run as another user, this
+//! says so loudly before and after the run.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context as _, Result};
+
+use crate::{cmd, setup, sys, toolchain::Toolchain};
+
+/// The one crate that is built for the eBPF target instead of the host.
+const EBPF_CRATE: &str = "dwcp-ebpf";
+
+/// What the warning for non-root runs says.
+const NOT_ROOT: &str = "not running as root: the privileged tests (eBPF programs, network \
+                        namespaces) cannot do their job; run `cargo xtask test` as root";
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Do not run `cargo xtask setup` first.
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Run only the tests matching this nextest filterset, e.g. `test(/privileged::/)`.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Extra arguments for `cargo nextest run` (after `--`).
+    #[arg(last = true, value_name = "NEXTEST_ARGS")]
+    pub nextest_args: Vec<String>,
+}
+
+/// Runs setup (unless disabled) and every check; fails at the first failing step.
+pub fn run(opts: &Options) -> Result<()> {
+    if !opts.no_setup {
+        setup::run(&setup::Options::default())?;
+    }
+    if !sys::is_root() {
+        sys::warn_loudly(NOT_ROOT);
+    }
+    let result = run_steps(opts);
+    if !sys::is_root() {
+        sys::warn_loudly(NOT_ROOT);
+    }
+    result
+}
+
+/// Runs the checks one after the other.
+fn run_steps(opts: &Options) -> Result<()> {
+    let root = sys::workspace_root()?;
+    let ebpf = Toolchain::ebpf(&root)?;
+    for (name, mut command) in steps(&root, &ebpf, opts) {
+        println!("==> {name}");
+        cmd::run(&mut command).with_context(|| format!("Step `{name}` failed"))?;
+    }
+    println!("test: all steps passed");
+    Ok(())
+}
+
+/// The checks, each with a short name.
+fn steps(root: &Path, ebpf: &Toolchain, opts: &Options) -> Vec<(&'static str, Command)> {
+    let fmt = cmd::cargo(root, ["fmt", "--all", "--", "--check"]);
+    let mut clippy = cmd::cargo(root, ["clippy", "--workspace", "--exclude", EBPF_CRATE]);
+    clippy.args(["--all-targets", "--", "-D", "warnings"]);
+    let plus = ebpf.plus();
+    let mut clippy_ebpf = cmd::cargo(root, [plus.as_str(), "clippy", "-p", EBPF_CRATE]);
+    clippy_ebpf.args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]);
+    clippy_ebpf.args(["--", "-D", "warnings"]);
+    let mut nextest = cmd::cargo(root, ["nextest", "run", "--workspace"]);
+    nextest.args(["--exclude", EBPF_CRATE]);
+    nextest.args(["--profile", "ci"]);
+    if let Some(filter) = &opts.filter {
+        nextest.args(["-E", filter]);
+    }
+    nextest.args(&opts.nextest_args);
+    vec![
+        ("fmt", fmt),
+        ("clippy", clippy),
+        ("clippy (eBPF)", clippy_ebpf),
+        ("nextest", nextest),
+    ]
+}
