@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod protocol;
 pub mod telemetry;
 
 /// Formats an error with all its sources: `outer: inner: innermost`.

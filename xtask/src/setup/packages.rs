@@ -48,6 +48,10 @@ const PACKAGES: &[Package] = &[
     required("ethtool"),
     // `socat`: plain TCP peers and relays in the transport and migration-stream tests.
     required("socat"),
+    // `prometheus` and `promtool`: the observability tests run a real Prometheus that
+    // scrapes a real agent and evaluates every dashboard query and rule, and check the
+    // configuration and rule files with `promtool`.
+    required("prometheus"),
     // `nc`: quick manual port checks when debugging those tests.
     optional("netcat-openbsd"),
 ];
