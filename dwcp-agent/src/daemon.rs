@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
+    amst::{
+        receiver::{Receiver, ReceiverConfig},
+        socket::SocketTuning,
+    },
     config::AgentConfig,
     http::{self, HttpState},
     metrics::AgentMetrics,
     notify,
     probe::Probes,
+    protocol::handshake::Psk,
     telemetry::Telemetry,
 };
 
@@ -33,6 +38,17 @@ pub enum DaemonError {
     /// Installing the signal handlers or serving HTTP failed.
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The pre-shared key file could not be read or is too short.
+    #[error("Cannot use pre-shared key file {path}: {reason}")]
+    Psk {
+        /// File.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The receiver could not start.
+    #[error("Cannot start the DWCP receiver")]
+    Receiver(#[source] crate::amst::AmstError),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -49,6 +65,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         })?;
     let http_addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let receiver = start_receiver(&config, &telemetry)?;
 
     let drain = tokio::spawn(drain_loop(
         Arc::clone(&telemetry),
@@ -86,11 +103,60 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let _ = stop_tx.send(true);
     let served = server.await;
     let _ = drain.await;
+    if let Some((thread, stop)) = receiver {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     lock(&telemetry).unload();
     match served {
         Ok(result) => result.map_err(DaemonError::Serve),
         Err(join) => Err(DaemonError::Serve(std::io::Error::other(join))),
     }
+}
+
+type ReceiverHandle = (
+    std::thread::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Starts the DWCP receiver when `transport.receive_dir` is set.
+fn start_receiver(
+    config: &AgentConfig,
+    telemetry: &Mutex<Telemetry>,
+) -> Result<Option<ReceiverHandle>, DaemonError> {
+    let (Some(dir), Some(psk_path)) = (&config.transport.receive_dir, &config.transport.psk_file)
+    else {
+        tracing::info!("Receiving is off (set transport.receive_dir and transport.psk_file)");
+        return Ok(None);
+    };
+    let psk_err = |reason: String| DaemonError::Psk {
+        path: psk_path.display().to_string(),
+        reason,
+    };
+    let key = std::fs::read(psk_path).map_err(|e| psk_err(e.to_string()))?;
+    let psk = Psk::new(&key).map_err(|e| psk_err(e.to_string()))?;
+    let receiver = Receiver::new(ReceiverConfig {
+        dir: dir.clone(),
+        psk,
+        tuning: SocketTuning::default(),
+    })
+    .map_err(DaemonError::Receiver)?;
+    let addr = config.transport.listen;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Bind { addr, source })?;
+    lock(telemetry).attach_receiver(receiver.stats());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread_stop = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("dwcp-accept".into())
+        .spawn(move || {
+            if let Err(err) = receiver.serve(listener, &thread_stop) {
+                tracing::error!(error = %err, "DWCP receiver stopped");
+            }
+        })
+        .map_err(DaemonError::Serve)?;
+    tracing::info!(%addr, dir = %dir.display(), "DWCP receiver listening");
+    Ok(Some((thread, stop)))
 }
 
 fn on_off(on: bool) -> &'static str {

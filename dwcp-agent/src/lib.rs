@@ -5,15 +5,18 @@
 //! the service, [`config`] holds its settings, [`notify`] talks to systemd.
 //! See ARCHITECTURE.md at the repository root for the whole picture.
 
+pub mod amst;
 pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod pba;
 pub mod probe;
 pub mod protocol;
 pub mod telemetry;
+pub mod transfer_cli;
 
 /// Formats an error with all its sources: `outer: inner: innermost`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

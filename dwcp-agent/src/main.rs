@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dwcp_agent::{
+    amst::sender::StreamCount,
     config::{self, AgentConfig},
     daemon, error_chain, logging,
     metrics::names,
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the agent: load the eBPF probes and serve /metrics and /healthz.
     Run(RunArgs),
+    /// Send a file or block device to a peer agent over DWCP.
+    Send(SendArgs),
     /// Check a configuration file and print the effective configuration.
     CheckConfig(ConfigArgs),
     /// List every metric the agent exports (name, type, labels, help).
@@ -46,6 +49,36 @@ struct ConfigArgs {
     /// Do not load the eBPF probes (overrides probes.enabled).
     #[arg(long)]
     no_probes: bool,
+    /// Receive transfers into this directory (overrides transport.receive_dir).
+    #[arg(long)]
+    receive_dir: Option<PathBuf>,
+    /// Pre-shared key file (overrides transport.psk_file).
+    #[arg(long)]
+    psk_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SendArgs {
+    /// File or block device to send.
+    path: PathBuf,
+    /// Receiving agent's DWCP address.
+    #[arg(long)]
+    to: std::net::SocketAddr,
+    /// Data streams: a number in 1..=256 or `auto`.
+    #[arg(long, default_value = "auto")]
+    streams: StreamCount,
+    /// Pre-shared key file (the receiver's key).
+    #[arg(long)]
+    psk_file: PathBuf,
+    /// Block size in KiB (power of two, 64..=16384).
+    #[arg(long, default_value_t = 1024)]
+    block_kib: usize,
+    /// TCP congestion control for data streams (e.g. cubic, bbr).
+    #[arg(long)]
+    congestion: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +92,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => effective_config(&args.config).and_then(run),
         Command::CheckConfig(args) => effective_config(&args).map(|config| println!("{config:#?}")),
+        Command::Send(args) => send(&args),
         Command::Metrics { markdown } => {
             print_metrics(markdown);
             Ok(())
@@ -88,6 +122,12 @@ fn effective_config(args: &ConfigArgs) -> anyhow::Result<AgentConfig> {
     }
     if args.no_probes {
         config.probes.enabled = false;
+    }
+    if let Some(dir) = &args.receive_dir {
+        config.transport.receive_dir = Some(dir.clone());
+    }
+    if let Some(psk) = &args.psk_file {
+        config.transport.psk_file = Some(psk.clone());
     }
     config.validate()?;
     Ok(config)
@@ -131,4 +171,30 @@ fn print_metrics(markdown: bool) {
             );
         }
     }
+}
+
+/// `dwcp-agent send`: progress bar on stderr, summary on stdout.
+fn send(args: &SendArgs) -> anyhow::Result<()> {
+    logging::init(&config::LogConfig {
+        level: "warn".into(),
+        ..config::LogConfig::default()
+    });
+    let key = std::fs::read(&args.psk_file).with_context(|| {
+        format!(
+            "Cannot read pre-shared key file {}",
+            args.psk_file.display()
+        )
+    })?;
+    let psk = dwcp_agent::protocol::handshake::Psk::new(&key)?;
+    let options = dwcp_agent::amst::sender::SendOptions {
+        streams: args.streams,
+        block_size: args.block_kib * 1024,
+        tuning: dwcp_agent::amst::socket::SocketTuning {
+            congestion: args.congestion.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    dwcp_agent::transfer_cli::send(&args.path, args.to, &psk, &options, args.json)?;
+    Ok(())
 }

@@ -11,7 +11,10 @@ use std::{
 };
 
 use crate::{
-    metrics::{AgentMetrics, FlowLabels, ProgramLabels, ThreadLabels},
+    amst::receiver::ReceiverStats,
+    metrics::{
+        AgentMetrics, DirectionLabels, FlowLabels, OutcomeLabels, ProgramLabels, ThreadLabels,
+    },
     probe::{ProbeError, Probes},
 };
 
@@ -44,6 +47,7 @@ pub struct Telemetry {
     threads: HashMap<u32, Duration>,
     programs: HashMap<String, (Duration, u64)>,
     totals: KernelTotals,
+    receiver: Option<(Arc<ReceiverStats>, [u64; 3])>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -67,7 +71,44 @@ impl Telemetry {
             threads: HashMap::new(),
             programs: HashMap::new(),
             totals: KernelTotals::default(),
+            receiver: None,
         }
+    }
+
+    /// Exports the counters of a running DWCP receiver from now on.
+    pub fn attach_receiver(&mut self, stats: Arc<ReceiverStats>) {
+        self.receiver = Some((stats, [0; 3]));
+    }
+
+    fn account_receiver(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some((stats, seen)) = &mut self.receiver else {
+            return;
+        };
+        let now = [
+            stats.payload_bytes.load(Relaxed),
+            stats.completed.load(Relaxed),
+            stats.failed.load(Relaxed),
+        ];
+        let m = &self.metrics;
+        m.amst_streams
+            .set(i64::try_from(stats.streams.load(Relaxed)).unwrap_or(i64::MAX));
+        m.amst_payload_bytes
+            .get_or_create(&DirectionLabels {
+                direction: "rx".into(),
+            })
+            .inc_by(growth(seen[0], now[0]));
+        m.amst_transfers
+            .get_or_create(&OutcomeLabels {
+                outcome: "completed".into(),
+            })
+            .inc_by(growth(seen[1], now[1]));
+        m.amst_transfers
+            .get_or_create(&OutcomeLabels {
+                outcome: "failed".into(),
+            })
+            .inc_by(growth(seen[2], now[2]));
+        *seen = now;
     }
 
     /// The loaded probes, if any.
@@ -82,6 +123,7 @@ impl Telemetry {
 
     /// Reads the maps and updates the metrics. Does nothing without probes.
     pub fn refresh(&mut self) -> Result<(), ProbeError> {
+        self.account_receiver();
         let Some(probes) = &self.probes else {
             return Ok(());
         };

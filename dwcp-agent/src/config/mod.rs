@@ -75,6 +75,10 @@ pub struct HttpConfig {
 pub struct TransportConfig {
     /// Address the DWCP data plane listens on.
     pub listen: SocketAddr,
+    /// Directory incoming transfers are written to; receiving is off when unset.
+    pub receive_dir: Option<std::path::PathBuf>,
+    /// File holding the pre-shared key (at least 16 bytes); required to receive.
+    pub psk_file: Option<std::path::PathBuf>,
 }
 
 /// `[probes]`.
@@ -120,6 +124,8 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9478)),
+            receive_dir: None,
+            psk_file: None,
         }
     }
 }
@@ -162,6 +168,21 @@ impl AgentConfig {
             return Err(ConfigError::Invalid {
                 key: "transport.listen",
                 reason: format!("{} is also http.addr", self.transport.listen),
+            });
+        }
+        if self.transport.receive_dir.is_some() && self.transport.psk_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "transport.psk_file",
+                reason: "required when transport.receive_dir is set (peers must authenticate)"
+                    .into(),
+            });
+        }
+        if let Some(dir) = &self.transport.receive_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::Invalid {
+                key: "transport.receive_dir",
+                reason: format!("{} is not a directory", dir.display()),
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

@@ -38,6 +38,20 @@ pub struct ProgramLabels {
     pub program: String,
 }
 
+/// Labels of transfer byte counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `rx` or `tx`.
+    pub direction: String,
+}
+
+/// Labels of transfer outcome counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `completed` or `failed`.
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
@@ -72,6 +86,12 @@ pub struct AgentMetrics {
     pub probe_run_seconds: Family<ProgramLabels, SecondsCounter>,
     /// [`names::PROBE_RUNS`].
     pub probe_runs: Family<ProgramLabels, Counter>,
+    /// [`names::AMST_STREAMS`].
+    pub amst_streams: Gauge,
+    /// [`names::AMST_PAYLOAD_BYTES`].
+    pub amst_payload_bytes: Family<DirectionLabels, Counter>,
+    /// [`names::AMST_TRANSFERS`].
+    pub amst_transfers: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -101,6 +121,18 @@ impl AgentMetrics {
         let agent_cpu = register(r, names::AGENT_CPU, Family::default());
         let probe_run_seconds = register(r, names::PROBE_RUN_SECONDS, Family::default());
         let probe_runs = register(r, names::PROBE_RUNS, Family::default());
+        let amst_streams = register(r, names::AMST_STREAMS, Gauge::default());
+        let amst_payload_bytes = register(r, names::AMST_PAYLOAD_BYTES, Family::default());
+        let amst_transfers = register(r, names::AMST_TRANSFERS, Family::default());
+        // Every series exists from the start, so queries see zeros rather than nothing.
+        let _ = amst_payload_bytes.get_or_create(&DirectionLabels {
+            direction: "rx".into(),
+        });
+        for outcome in ["completed", "failed"] {
+            let _ = amst_transfers.get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            });
+        }
         let _ = register(r, names::BUILD_INFO, build_info);
         Self {
             registry,
@@ -114,6 +146,9 @@ impl AgentMetrics {
             agent_cpu,
             probe_run_seconds,
             probe_runs,
+            amst_streams,
+            amst_payload_bytes,
+            amst_transfers,
         }
     }
 

@@ -115,6 +115,27 @@ pub const PROBE_RUNS: MetricDef = MetricDef {
     kind: Kind::Counter,
     labels: &["program"],
 };
+/// Data streams open on this agent.
+pub const AMST_STREAMS: MetricDef = MetricDef {
+    name: "dwcp_amst_streams",
+    help: "DWCP data streams open on this agent",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Transfer payload bytes.
+pub const AMST_PAYLOAD_BYTES: MetricDef = MetricDef {
+    name: "dwcp_amst_payload_bytes_total",
+    help: "Transfer payload bytes written (rx) by this agent's DWCP receiver",
+    kind: Kind::Counter,
+    labels: &["direction"],
+};
+/// Transfers by outcome.
+pub const AMST_TRANSFERS: MetricDef = MetricDef {
+    name: "dwcp_amst_transfers_total",
+    help: "Transfers received, by outcome (completed: verified and in place; failed)",
+    kind: Kind::Counter,
+    labels: &["outcome"],
+};
 /// Build information.
 pub const BUILD_INFO: MetricDef = MetricDef {
     name: "dwcp_build_info",
@@ -135,6 +156,9 @@ pub const ALL: &[MetricDef] = &[
     AGENT_CPU,
     PROBE_RUN_SECONDS,
     PROBE_RUNS,
+    AMST_STREAMS,
+    AMST_PAYLOAD_BYTES,
+    AMST_TRANSFERS,
     BUILD_INFO,
 ];
 

@@ -271,6 +271,11 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// The underlying connection.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The underlying connection, mutably.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }

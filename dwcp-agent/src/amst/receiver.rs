@@ -1,0 +1,532 @@
+//! Receiving side: accepts control and data connections, writes blocks in place, and
+//! moves a verified file under its final name.
+//!
+//! Files are written as `.<name>.dwcp-part` in the receive directory; their resume
+//! record `.<name>.dwcp-state` lists blocks known to be on disk (written after an
+//! `fdatasync`). Only a transfer whose every block arrived and whose BLAKE3 digest
+//! matches the sender's is fsynced and renamed to `<name>`: a failed or refused
+//! transfer never leaves a file under the final name.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{AmstError, socket::SocketTuning};
+use crate::protocol::{
+    ProtocolError,
+    frame::{FrameReader, FrameType, FrameWriter},
+    handshake::{self, Psk, Role},
+    messages::{self, Control, MAX_CONTROL_LEN, to_ranges},
+};
+
+/// Largest block a sender may use.
+pub const MAX_BLOCK: u32 = 16 << 20;
+/// Smallest block a sender may use.
+pub const MIN_BLOCK: u32 = 4 << 10;
+
+/// Receiver settings.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Directory files are written to.
+    pub dir: PathBuf,
+    /// Pre-shared key.
+    pub psk: Psk,
+    /// Socket options for data streams.
+    pub tuning: SocketTuning,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct ReceiverStats {
+    /// Data streams open now.
+    pub streams: AtomicUsize,
+    /// Payload bytes written.
+    pub payload_bytes: AtomicU64,
+    /// Transfers completed and verified.
+    pub completed: AtomicU64,
+    /// Transfers that failed or were refused.
+    pub failed: AtomicU64,
+}
+
+/// A running receiver.
+#[derive(Debug)]
+pub struct Receiver {
+    config: ReceiverConfig,
+    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    stats: Arc<ReceiverStats>,
+}
+
+#[derive(Debug)]
+struct Session {
+    file: File,
+    part: PathBuf,
+    state: PathBuf,
+    target: PathBuf,
+    transfer_id: String,
+    size: u64,
+    block_size: u64,
+    have: Mutex<Vec<bool>>,
+    last_persist: Mutex<Instant>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeRecord {
+    transfer_id: String,
+    size: u64,
+    block_size: u64,
+    have: Vec<(u64, u64)>,
+}
+
+impl Receiver {
+    /// Creates a receiver writing into `config.dir` (which must exist).
+    pub fn new(config: ReceiverConfig) -> Result<Arc<Self>, AmstError> {
+        if !config.dir.is_dir() {
+            return Err(AmstError::File {
+                what: "Receive directory is not a directory:",
+                path: config.dir.display().to_string(),
+                source: std::io::Error::from(ErrorKind::NotFound),
+            });
+        }
+        Ok(Arc::new(Self {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
+        }))
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> Arc<ReceiverStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Accepts connections until `stop` is set (checked every 200 ms).
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        stop: &AtomicBool,
+    ) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    stream.set_nonblocking(false)?;
+                    let me = Arc::clone(self);
+                    let spawned = thread::Builder::new()
+                        .name("dwcp-recv".into())
+                        .spawn(move || me.handle(stream, peer));
+                    if let Err(err) = spawned {
+                        tracing::warn!(error = %err, "Cannot start a connection thread");
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accept failed");
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let agreed = handshake::server(&mut stream, &self.config.psk, |id| {
+            self.session(id).is_some()
+        });
+        let role = match agreed {
+            Ok(agreed) => agreed.role,
+            Err(err) => {
+                tracing::warn!(%peer, error = %crate::error_chain(&err), "Handshake refused");
+                return;
+            }
+        };
+        // After the handshake a stream may idle while the sender reads the source.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+        match role {
+            Role::Control => {
+                if let Err(err) = self.control(stream) {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, error = %crate::error_chain(&err), "Transfer failed");
+                }
+            }
+            Role::Data { session } => {
+                let Some(session) = self.session(session) else {
+                    return;
+                };
+                if let Err(err) = self.config.tuning.apply(&stream) {
+                    tracing::warn!(error = %err, "Socket tuning failed");
+                }
+                self.stats.streams.fetch_add(1, Ordering::Relaxed);
+                if let Err(err) = self.data(stream, &session) {
+                    tracing::warn!(%peer, error = %crate::error_chain(&err), "Data stream failed");
+                }
+                self.stats.streams.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn session(&self, id: u64) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    fn control(&self, stream: TcpStream) -> Result<(), AmstError> {
+        let mut reader = FrameReader::new(
+            stream.try_clone().map_err(ProtocolError::Io)?,
+            MAX_CONTROL_LEN,
+        );
+        let mut writer = FrameWriter::new(stream);
+        let (transfer_id, name, size, block_size) = match messages::recv(&mut reader)? {
+            Control::Offer {
+                transfer_id,
+                name,
+                size,
+                block_size,
+            } => (transfer_id, name, size, block_size),
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    expected: "offer",
+                    got: other.kind().into(),
+                }
+                .into());
+            }
+        };
+        let session = match self.open_session(&transfer_id, &name, size, block_size) {
+            Ok(session) => Arc::new(session),
+            Err(err) => {
+                let reason = crate::error_chain(&err);
+                messages::send(
+                    &mut writer,
+                    &Control::Abort {
+                        reason: reason.clone(),
+                    },
+                )?;
+                return Err(err);
+            }
+        };
+        let id: u64 = rand::random::<u64>() | 1;
+        let have = to_ranges(session.held());
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, Arc::clone(&session));
+        tracing::info!(
+            name,
+            size,
+            block_size,
+            resumed_ranges = have.len(),
+            "Transfer started"
+        );
+        let result = self.finish(&mut reader, &mut writer, id, &session, have);
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        if result.is_err() {
+            // Keep what arrived for a resume; the final name is never touched.
+            if let Err(err) = session.persist() {
+                tracing::warn!(error = %err, "Cannot save the resume record");
+            }
+        }
+        result
+    }
+
+    fn finish(
+        &self,
+        reader: &mut FrameReader<TcpStream>,
+        writer: &mut FrameWriter<TcpStream>,
+        id: u64,
+        session: &Session,
+        have: Vec<(u64, u64)>,
+    ) -> Result<(), AmstError> {
+        messages::send(
+            writer,
+            &Control::Accept {
+                session_id: id,
+                have,
+            },
+        )?;
+        let expected = match messages::recv(reader)? {
+            Control::End { size, blake3 } if size == session.size => blake3,
+            Control::End { size, .. } => {
+                return self.refuse(
+                    writer,
+                    format!("End announces {size} bytes, offer said {}", session.size),
+                );
+            }
+            Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    expected: "end",
+                    got: other.kind().into(),
+                }
+                .into());
+            }
+        };
+        let missing = session.missing();
+        if missing > 0 {
+            return self.refuse(writer, format!("{missing} blocks never arrived"));
+        }
+        let io = |what| {
+            move |source| AmstError::File {
+                what,
+                path: session.part.display().to_string(),
+                source,
+            }
+        };
+        session.file.sync_all().map_err(io("Cannot fsync"))?;
+        let actual = super::sender::digest_of(&session.part).map_err(io("Cannot read back"))?;
+        if actual != expected {
+            let _ = std::fs::remove_file(&session.part);
+            let _ = std::fs::remove_file(&session.state);
+            return self.refuse(
+                writer,
+                format!("Digest mismatch: sender {expected}, received data {actual}"),
+            );
+        }
+        std::fs::rename(&session.part, &session.target).map_err(io("Cannot rename"))?;
+        if let Some(dir) = session.target.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("Cannot fsync directory of"))?;
+        }
+        let _ = std::fs::remove_file(&session.state);
+        messages::send(writer, &Control::Done { blake3: actual })?;
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(file = %session.target.display(), bytes = session.size, "Transfer verified and in place");
+        Ok(())
+    }
+
+    fn refuse(&self, writer: &mut FrameWriter<TcpStream>, reason: String) -> Result<(), AmstError> {
+        messages::send(
+            writer,
+            &Control::Abort {
+                reason: reason.clone(),
+            },
+        )?;
+        Err(AmstError::Aborted(reason))
+    }
+
+    fn open_session(
+        &self,
+        transfer_id: &str,
+        name: &str,
+        size: u64,
+        block_size: u32,
+    ) -> Result<Session, AmstError> {
+        validate_name(name)?;
+        if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+            return Err(AmstError::Invalid(format!(
+                "block size {block_size} outside {MIN_BLOCK}..={MAX_BLOCK}"
+            )));
+        }
+        let dir = &self.config.dir;
+        let part = dir.join(format!(".{name}.dwcp-part"));
+        let state = dir.join(format!(".{name}.dwcp-state"));
+        let target = dir.join(name);
+        let io = |what, path: &Path| {
+            let path = path.display().to_string();
+            move |source| AmstError::File { what, path, source }
+        };
+        let blocks = usize::try_from(size.div_ceil(u64::from(block_size)))
+            .map_err(|_| AmstError::Invalid(format!("size {size} too large")))?;
+        let mut have = vec![false; blocks];
+        let resumable = std::fs::read(&state)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ResumeRecord>(&bytes).ok())
+            .filter(|r| {
+                r.transfer_id == transfer_id
+                    && r.size == size
+                    && r.block_size == u64::from(block_size)
+            })
+            .filter(|_| part.exists());
+        if let Some(record) = &resumable {
+            for &(a, b) in &record.have {
+                for seq in a..=b {
+                    if let Some(slot) = usize::try_from(seq).ok().and_then(|i| have.get_mut(i)) {
+                        *slot = true;
+                    }
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(resumable.is_none())
+            .open(&part)
+            .map_err(io("Cannot create", &part))?;
+        file.set_len(size).map_err(io("Cannot size", &part))?;
+        Ok(Session {
+            file,
+            part,
+            state,
+            target,
+            transfer_id: transfer_id.to_owned(),
+            size,
+            block_size: u64::from(block_size),
+            have: Mutex::new(have),
+            last_persist: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn data(&self, stream: TcpStream, session: &Session) -> Result<(), AmstError> {
+        let block = u32::try_from(session.block_size).unwrap_or(MAX_BLOCK);
+        let mut reader = FrameReader::new(stream.try_clone().map_err(ProtocolError::Io)?, block);
+        let mut writer = FrameWriter::new(stream);
+        // One buffer per connection, reused for every block.
+        let mut buf = vec![0u8; block as usize];
+        while let Some(header) = reader.read_header()? {
+            if header.kind != FrameType::Data {
+                return Err(ProtocolError::Unexpected {
+                    expected: "data",
+                    got: format!("{:?}", header.kind),
+                }
+                .into());
+            }
+            let expected_offset = header.seq.checked_mul(session.block_size);
+            let expected_len =
+                expected_offset.map(|o| session.block_size.min(session.size.saturating_sub(o)));
+            if expected_offset != Some(header.offset)
+                || expected_len != Some(u64::from(header.payload_len))
+                || header.offset >= session.size
+            {
+                return Err(ProtocolError::Malformed(format!(
+                    "block {} at offset {} with {} bytes does not fit a {}-byte transfer",
+                    header.seq, header.offset, header.payload_len, session.size
+                ))
+                .into());
+            }
+            reader.read_payload(&header, &mut buf)?;
+            let payload = &buf[..header.payload_len as usize];
+            session
+                .file
+                .write_all_at(payload, header.offset)
+                .map_err(|source| AmstError::File {
+                    what: "Cannot write",
+                    path: session.part.display().to_string(),
+                    source,
+                })?;
+            session.mark(header.seq);
+            self.stats
+                .payload_bytes
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
+            writer.write_frame(FrameType::Ack, header.seq, 0, &[])?;
+            session.maybe_persist();
+        }
+        Ok(())
+    }
+}
+
+impl Session {
+    fn lock_have(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
+        self.have
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn held(&self) -> Vec<u64> {
+        self.lock_have()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(i, _)| i as u64)
+            .collect()
+    }
+
+    fn missing(&self) -> usize {
+        self.lock_have().iter().filter(|h| !**h).count()
+    }
+
+    fn mark(&self, seq: u64) {
+        if let Some(slot) = usize::try_from(seq)
+            .ok()
+            .and_then(|i| self.lock_have().get_mut(i).map(|s| *s = true))
+        {
+            slot
+        }
+    }
+
+    /// Saves the resume record at most once a second.
+    fn maybe_persist(&self) {
+        let due = {
+            let mut last = self
+                .last_persist
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() < Duration::from_secs(1) {
+                false
+            } else {
+                *last = Instant::now();
+                true
+            }
+        };
+        if due && let Err(err) = self.persist() {
+            tracing::warn!(error = %err, "Cannot save the resume record");
+        }
+    }
+
+    /// Makes the written blocks durable, then records them (atomically replaced).
+    fn persist(&self) -> std::io::Result<()> {
+        let held = self.held();
+        self.file.sync_data()?;
+        let record = ResumeRecord {
+            transfer_id: self.transfer_id.clone(),
+            size: self.size,
+            block_size: self.block_size,
+            have: to_ranges(held),
+        };
+        let tmp = self.state.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &self.state)
+    }
+}
+
+/// A plain file name: no directories, no hidden-file tricks, no NUL.
+fn validate_name(name: &str) -> Result<(), AmstError> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name == "."
+        || name == ".."
+        || name.starts_with('.')
+        || name.contains(['/', '\0']);
+    if bad {
+        return Err(AmstError::Invalid(format!("refused file name {name:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_paths_are_refused() {
+        for bad in ["", ".", "..", "../etc/passwd", "a/b", ".hidden", "x\0y"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        validate_name("disk.img").unwrap();
+    }
+}

@@ -1,0 +1,583 @@
+//! Sending side of a transfer: control connection, stream workers, completion.
+
+use std::{
+    collections::VecDeque,
+    fs::File,
+    io::{BufReader, Read as _},
+    net::{Shutdown, SocketAddr, TcpStream},
+    os::unix::fs::FileExt as _,
+    path::Path,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use super::{
+    AmstError,
+    auto::{AutoStreams, Decision, Sample},
+    scheduler::Scheduler,
+    socket::SocketTuning,
+    summary::Summary,
+};
+use crate::{
+    pba::{BlockPool, PoolConfig},
+    probe::Probes,
+    protocol::{
+        frame::{FrameReader, FrameType, FrameWriter},
+        handshake::{self, Psk, Role},
+        messages::{self, Control, MAX_CONTROL_LEN},
+    },
+};
+
+/// How many streams to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamCount {
+    /// Exactly this many.
+    Fixed(usize),
+    /// Adapt between 1 and this many, starting at 4.
+    Auto {
+        /// Upper bound.
+        max: usize,
+    },
+}
+
+impl std::str::FromStr for StreamCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto {
+                max: *super::STREAM_RANGE.end(),
+            });
+        }
+        match s.parse::<usize>() {
+            Ok(n) if super::STREAM_RANGE.contains(&n) => Ok(Self::Fixed(n)),
+            _ => Err(format!("expected `auto` or a number in 1..=256, got {s:?}")),
+        }
+    }
+}
+
+/// Parameters of a send.
+#[derive(Clone, Debug)]
+pub struct SendOptions {
+    /// Stream count.
+    pub streams: StreamCount,
+    /// Block size in bytes (a power of two, 64 KiB ..= 16 MiB).
+    pub block_size: usize,
+    /// Unacknowledged blocks allowed per stream.
+    pub window: usize,
+    /// Socket options.
+    pub tuning: SocketTuning,
+    /// Connect timeout per connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self {
+            streams: StreamCount::Fixed(4),
+            block_size: 1 << 20,
+            window: 4,
+            tuning: SocketTuning::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Progress report, delivered a few times per second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// Bytes acknowledged so far (including blocks the receiver already had).
+    pub done_bytes: u64,
+    /// Total bytes.
+    pub total_bytes: u64,
+    /// Streams open.
+    pub streams: usize,
+}
+
+/// Hooks for tests and the CLI.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called with each data stream's local address once it is connected.
+    pub on_stream: Option<&'a (dyn Fn(SocketAddr) + Sync)>,
+    /// Called with progress.
+    pub on_progress: Option<&'a dyn Fn(Progress)>,
+}
+
+/// Sends the file at `path` to the receiver at `addr`.
+pub fn send_file(
+    path: &Path,
+    addr: SocketAddr,
+    psk: &Psk,
+    options: &SendOptions,
+    probes: Option<&Probes>,
+    hooks: &Hooks<'_>,
+) -> Result<Summary, AmstError> {
+    let file_err = |what| {
+        move |source| AmstError::File {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
+    };
+    let file = File::open(path).map_err(file_err("Cannot open"))?;
+    let size = source_size(&file).map_err(file_err("Cannot size"))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| AmstError::Invalid(format!("{} has no UTF-8 file name", path.display())))?
+        .to_owned();
+    let block_size = u32::try_from(options.block_size)
+        .map_err(|_| AmstError::Invalid(format!("block size {} too large", options.block_size)))?;
+    let mtime = file.metadata().ok().and_then(|m| m.modified().ok());
+    let transfer_id = blake3::hash(format!("{name}|{size}|{mtime:?}|{block_size}").as_bytes())
+        .to_hex()[..32]
+        .to_owned();
+    let file = Arc::new(file);
+
+    // Start the digest early: it reads the file sequentially while the streams send.
+    let digest_file = path.to_owned();
+    let digest = thread::Builder::new()
+        .name("dwcp-digest".into())
+        .spawn(move || digest_of(&digest_file))
+        .map_err(file_err("Cannot start digest thread for"))?;
+
+    let (mut control_r, mut control_w) = connect(addr, psk, Role::Control, options)?;
+    messages::send(
+        &mut control_w,
+        &Control::Offer {
+            transfer_id,
+            name,
+            size,
+            block_size,
+        },
+    )?;
+    let (session, have) = match messages::recv(&mut control_r)? {
+        Control::Accept { session_id, have } => (session_id, have),
+        Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+        other => return Err(unexpected("accept", &other)),
+    };
+    let total_blocks = size.div_ceil(u64::from(block_size));
+    let scheduler = Arc::new(Scheduler::new(total_blocks, &have));
+    let resumed_blocks = total_blocks - scheduler.remaining();
+    let max_streams = match options.streams {
+        StreamCount::Fixed(n) => n,
+        StreamCount::Auto { max } => max,
+    };
+    let pool = BlockPool::new(PoolConfig {
+        block_size: options.block_size,
+        min_blocks: 2,
+        max_blocks: (max_streams * 2 + 2).min(crate::pba::MAX_BLOCKS),
+        prefault: false,
+        ..PoolConfig::default()
+    })?;
+    let shared = Arc::new(Shared {
+        scheduler: Arc::clone(&scheduler),
+        pool,
+        file,
+        size,
+        block_size: u64::from(block_size),
+        window: options.window.max(1),
+        sent_bytes: AtomicU64::new(0),
+        wanted: AtomicUsize::new(0),
+        failures: Mutex::new(Vec::new()),
+    });
+
+    let start = Instant::now();
+    let mut auto = match options.streams {
+        StreamCount::Fixed(_) => None,
+        StreamCount::Auto { max } => Some(AutoStreams::new(4, max)),
+    };
+    let initial = auto.as_ref().map_or(max_streams, AutoStreams::current);
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    let spawn = |index: usize| -> Result<JoinHandle<()>, AmstError> {
+        let (r, w) = connect(addr, psk, Role::Data { session }, options)?;
+        if let Some(on_stream) = hooks.on_stream
+            && let Ok(local) = w_local_addr(&w)
+        {
+            on_stream(local);
+        }
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name(format!("dwcp-stream-{index}"))
+            .spawn(move || run_stream(index, r, w, &shared))
+            .map_err(|source| AmstError::File {
+                what: "Cannot start stream thread for",
+                path: path.display().to_string(),
+                source,
+            })
+    };
+    shared.wanted.store(initial, Ordering::SeqCst);
+    for i in 0..initial {
+        workers.push(spawn(i)?);
+    }
+    let mut peak_streams = initial;
+
+    let mut last_tick = Instant::now();
+    let mut last_bytes = 0u64;
+    let mut last_retx = kernel_retransmits(probes);
+    while !scheduler.is_complete() {
+        thread::sleep(Duration::from_millis(100));
+        let alive = workers.iter().filter(|w| !w.is_finished()).count();
+        if let Some(on_progress) = hooks.on_progress {
+            let done = (total_blocks - scheduler.remaining()) * u64::from(block_size);
+            on_progress(Progress {
+                done_bytes: done.min(size),
+                total_bytes: size,
+                streams: alive,
+            });
+        }
+        if alive == 0 && !scheduler.is_complete() {
+            scheduler.stop();
+            let failures = shared.failures_snapshot();
+            return Err(AmstError::AllStreamsFailed {
+                streams: workers.len(),
+                last: failures
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "no error recorded".into()),
+            });
+        }
+        if let Some(auto) = auto.as_mut()
+            && last_tick.elapsed() >= Duration::from_secs(1)
+        {
+            let sent = shared.sent_bytes.load(Ordering::Relaxed);
+            let secs = last_tick.elapsed().as_secs_f64();
+            let retx = kernel_retransmits(probes);
+            let mib = (sent - last_bytes) as f64 / f64::from(1u32 << 20);
+            let sample = Sample {
+                goodput_bps: (sent - last_bytes) as f64 * 8.0 / secs,
+                retransmits_per_mib: retx
+                    .zip(last_retx)
+                    .map(|(now, before)| (now - before) as f64 / mib.max(1e-9)),
+            };
+            (last_tick, last_bytes, last_retx) = (Instant::now(), sent, retx);
+            if let Decision::Set(n) = auto.observe(sample) {
+                tracing::debug!(
+                    streams = n,
+                    goodput_bps = sample.goodput_bps,
+                    "Auto stream count"
+                );
+                shared.wanted.store(n, Ordering::SeqCst);
+                let mut index = workers.len();
+                while workers.iter().filter(|w| !w.is_finished()).count() < n {
+                    workers.push(spawn(index)?);
+                    index += 1;
+                }
+                peak_streams = peak_streams.max(n);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let final_streams = shared.wanted.load(Ordering::SeqCst);
+    scheduler.stop();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let digest = digest
+        .join()
+        .map_err(|_| AmstError::Invalid("Digest thread panicked".into()))?
+        .map_err(file_err("Cannot read"))?;
+    messages::send(
+        &mut control_w,
+        &Control::End {
+            size,
+            blake3: digest.clone(),
+        },
+    )?;
+    match messages::recv(&mut control_r)? {
+        Control::Done { blake3 } if blake3 == digest => {}
+        Control::Done { blake3 } => {
+            return Err(AmstError::DigestMismatch {
+                sent: digest,
+                received: blake3,
+            });
+        }
+        Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+        other => return Err(unexpected("done", &other)),
+    }
+    let failed_streams = shared.failures_snapshot().len();
+    let moved = (total_blocks - resumed_blocks) * u64::from(block_size);
+    let bytes = moved.min(size);
+    Ok(Summary {
+        bytes,
+        seconds: elapsed.as_secs_f64(),
+        goodput_bps: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9),
+        streams: if auto.is_some() {
+            final_streams
+        } else {
+            peak_streams
+        },
+        kernel_tx_bytes: None,
+        retransmits: None,
+        cpu_seconds: None,
+        digest,
+        resumed_blocks,
+        resent_blocks: scheduler.resent(),
+        failed_streams,
+    })
+}
+
+fn unexpected(expected: &'static str, got: &Control) -> AmstError {
+    AmstError::Protocol(crate::protocol::ProtocolError::Unexpected {
+        expected,
+        got: got.kind().into(),
+    })
+}
+
+fn w_local_addr(w: &FrameWriter<TcpStream>) -> std::io::Result<SocketAddr> {
+    w.get_ref().local_addr()
+}
+
+/// Total retransmissions of this process's flows, if probes are loaded.
+fn kernel_retransmits(probes: Option<&Probes>) -> Option<u64> {
+    let flows = probes?.flows().ok()?;
+    Some(flows.iter().map(|f| f.retransmits).sum())
+}
+
+/// Size of a regular file or block device.
+fn source_size(file: &File) -> std::io::Result<u64> {
+    use std::io::{Seek as _, SeekFrom};
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let mut f = file.try_clone()?;
+    let end = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+/// BLAKE3 of a file, hex.
+pub fn digest_of(path: &Path) -> std::io::Result<String> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().to_hex().to_string());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Opens and authenticates one connection.
+fn connect(
+    addr: SocketAddr,
+    psk: &Psk,
+    role: Role,
+    options: &SendOptions,
+) -> Result<(FrameReader<TcpStream>, FrameWriter<TcpStream>), AmstError> {
+    let connect_err = |source| AmstError::Connect { addr, source };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, options.connect_timeout).map_err(connect_err)?;
+    if matches!(role, Role::Data { .. }) {
+        options.tuning.apply(&stream).map_err(connect_err)?;
+    } else {
+        stream.set_nodelay(true).map_err(connect_err)?;
+    }
+    handshake::client(&mut stream, psk, role)?;
+    let reader = stream.try_clone().map_err(connect_err)?;
+    Ok((
+        FrameReader::new(reader, MAX_CONTROL_LEN),
+        FrameWriter::new(stream),
+    ))
+}
+
+/// State shared by the stream workers of one transfer.
+struct Shared {
+    scheduler: Arc<Scheduler>,
+    pool: BlockPool,
+    file: Arc<File>,
+    size: u64,
+    block_size: u64,
+    window: usize,
+    sent_bytes: AtomicU64,
+    wanted: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn failures_snapshot(&self) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fail(&self, index: usize, err: &(dyn std::error::Error + 'static)) {
+        let message = format!("stream {index}: {}", crate::error_chain(err));
+        tracing::warn!("{message}");
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(message);
+    }
+}
+
+/// Blocks sent on one stream and not yet acknowledged.
+struct InFlight {
+    seqs: Mutex<(VecDeque<u64>, bool)>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<u64>, bool)> {
+        self.seqs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks the stream dead and returns what it still owed (once).
+    fn kill(&self) -> Vec<u64> {
+        let mut g = self.lock();
+        let owed = if g.1 {
+            Vec::new()
+        } else {
+            g.0.drain(..).collect()
+        };
+        g.1 = true;
+        self.changed.notify_all();
+        owed
+    }
+}
+
+/// One data stream: this thread writes blocks, a companion reads acknowledgements.
+fn run_stream(
+    index: usize,
+    reader: FrameReader<TcpStream>,
+    mut writer: FrameWriter<TcpStream>,
+    shared: &Arc<Shared>,
+) {
+    let in_flight = Arc::new(InFlight {
+        seqs: Mutex::new((VecDeque::new(), false)),
+        changed: Condvar::new(),
+    });
+    let acks = {
+        let in_flight = Arc::clone(&in_flight);
+        let shared = Arc::clone(shared);
+        thread::Builder::new()
+            .name(format!("dwcp-acks-{index}"))
+            .spawn(move || read_acks(index, reader, &in_flight, &shared))
+    };
+    let Ok(acks) = acks else {
+        shared.scheduler.give_back(in_flight.kill());
+        return;
+    };
+    if let Err(err) = write_blocks(index, &mut writer, &in_flight, shared) {
+        shared.fail(index, &err);
+        shared.scheduler.give_back(in_flight.kill());
+        let _ = writer.get_ref().shutdown(Shutdown::Both);
+    } else {
+        // Done sending: close our half; the receiver ends its side after the last ack.
+        let _ = writer.get_ref().shutdown(Shutdown::Write);
+    }
+    let _ = acks.join();
+}
+
+fn write_blocks(
+    index: usize,
+    writer: &mut FrameWriter<TcpStream>,
+    in_flight: &InFlight,
+    shared: &Shared,
+) -> Result<(), AmstError> {
+    loop {
+        // Shed: streams beyond the wanted count stop taking new blocks.
+        if index >= shared.wanted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        {
+            let mut g = in_flight.lock();
+            while g.0.len() >= shared.window && !g.1 {
+                g = in_flight
+                    .changed
+                    .wait(g)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if g.1 {
+                // The acknowledgement reader failed; it has recorded why.
+                return Ok(());
+            }
+        }
+        let Some(seq) = shared.scheduler.next() else {
+            return Ok(());
+        };
+        {
+            let mut g = in_flight.lock();
+            if g.1 {
+                drop(g);
+                shared.scheduler.give_back([seq]);
+                return Ok(());
+            }
+            g.0.push_back(seq);
+        }
+        let offset = seq * shared.block_size;
+        let len = usize::try_from(shared.block_size.min(shared.size - offset)).unwrap_or(0);
+        let mut block = shared.pool.acquire(Duration::from_secs(30))?;
+        shared
+            .file
+            .read_exact_at(&mut block.as_mut_full()[..len], offset)
+            .map_err(|source| AmstError::File {
+                what: "Cannot read block of",
+                path: format!("offset {offset}"),
+                source,
+            })?;
+        block.set_len(len);
+        writer.write_frame(FrameType::Data, seq, offset, &block)?;
+        shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
+fn read_acks(
+    index: usize,
+    mut reader: FrameReader<TcpStream>,
+    in_flight: &InFlight,
+    shared: &Shared,
+) {
+    let result = (|| -> Result<(), AmstError> {
+        loop {
+            let Some(header) = reader.read_header()? else {
+                return if in_flight.lock().0.is_empty() {
+                    Ok(())
+                } else {
+                    Err(crate::protocol::ProtocolError::Closed.into())
+                };
+            };
+            if header.kind != FrameType::Ack {
+                return Err(crate::protocol::ProtocolError::Unexpected {
+                    expected: "ack",
+                    got: format!("{:?}", header.kind),
+                }
+                .into());
+            }
+            let mut g = in_flight.lock();
+            match g.0.front() {
+                Some(&seq) if seq == header.seq => {
+                    g.0.pop_front();
+                    in_flight.changed.notify_all();
+                }
+                other => {
+                    return Err(crate::protocol::ProtocolError::Unexpected {
+                        expected: "ack of the oldest block in flight",
+                        got: format!("ack {} with {other:?} first", header.seq),
+                    }
+                    .into());
+                }
+            }
+            drop(g);
+            shared.scheduler.ack(header.seq);
+        }
+    })();
+    if let Err(err) = result {
+        shared.fail(index, &err);
+        let owed = in_flight.kill();
+        shared.scheduler.give_back(owed);
+        let _ = reader.get_ref().shutdown(Shutdown::Both);
+    } else {
+        in_flight.kill();
+    }
+}

@@ -1,0 +1,54 @@
+//! What a finished transfer reports.
+
+use serde::Serialize;
+
+/// Summary printed by `dwcp-agent send` (and as JSON with `--json`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// Payload bytes moved (excluding blocks the receiver already held).
+    pub bytes: u64,
+    /// Wall time of the transfer.
+    pub seconds: f64,
+    /// Payload bits per second.
+    pub goodput_bps: f64,
+    /// Data streams used at the end (the largest count for `auto`).
+    pub streams: usize,
+    /// Bytes the kernel counted on this process's sockets (`None` without probes).
+    pub kernel_tx_bytes: Option<u64>,
+    /// Retransmitted segments counted by the kernel (`None` without probes).
+    pub retransmits: Option<u64>,
+    /// CPU seconds of this process's threads, from the kernel (`None` without probes).
+    pub cpu_seconds: Option<f64>,
+    /// BLAKE3 digest of the whole content, as verified by the receiver.
+    pub digest: String,
+    /// Blocks skipped because the receiver already had them (resume).
+    pub resumed_blocks: u64,
+    /// Blocks sent again after a stream failed.
+    pub resent_blocks: u64,
+    /// Streams that failed during the transfer.
+    pub failed_streams: usize,
+}
+
+impl Summary {
+    /// Human-readable lines.
+    pub fn render(&self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "n/a (no probes)".into());
+        format!(
+            "sent {} bytes in {:.2} s: {:.2} Gbit/s over {} streams\n\
+             kernel: tx {} bytes, {} retransmits, agent CPU {} s\n\
+             digest (BLAKE3, verified by receiver): {}\n\
+             resumed blocks {}, resent blocks {}, failed streams {}",
+            self.bytes,
+            self.seconds,
+            self.goodput_bps / 1e9,
+            self.streams,
+            opt(self.kernel_tx_bytes.map(|v| v.to_string())),
+            opt(self.retransmits.map(|v| v.to_string())),
+            opt(self.cpu_seconds.map(|v| format!("{v:.3}"))),
+            self.digest,
+            self.resumed_blocks,
+            self.resent_blocks,
+            self.failed_streams,
+        )
+    }
+}

@@ -1,0 +1,343 @@
+//! Agent-to-agent transfers over real TCP: bit-exact results, failures that lose nothing.
+
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
+mod common;
+
+use std::{
+    io::Write as _,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+};
+
+use dwcp_agent::{
+    amst::{
+        AmstError,
+        receiver::{Receiver, ReceiverConfig},
+        sender::{Hooks, SendOptions, StreamCount, send_file},
+        socket::SocketTuning,
+        summary::Summary,
+    },
+    protocol::handshake::Psk,
+};
+
+const KEY: &[u8] = b"a-test-key-of-32-bytes-for-dwcp!";
+
+fn psk() -> Psk {
+    Psk::new(KEY).expect("key")
+}
+
+/// An in-process receiver on a loopback port, stopped when dropped.
+struct TestReceiver {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestReceiver {
+    fn start() -> Self {
+        Self::start_with(TcpListener::bind("127.0.0.1:0").expect("bind"))
+    }
+
+    fn start_with(listener: TcpListener) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let receiver = Receiver::new(ReceiverConfig {
+            dir: dir.path().to_owned(),
+            psk: psk(),
+            tuning: SocketTuning::default(),
+        })
+        .expect("receiver");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || receiver.serve(listener, &flag).expect("serve"));
+        Self {
+            addr,
+            dir,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("create");
+    let mut left = len;
+    let mut chunk = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = left.min(chunk.len());
+        for b in chunk[..n].iter_mut() {
+            *b = rand::random();
+        }
+        f.write_all(&chunk[..n]).expect("write");
+        left -= n;
+    }
+    path
+}
+
+fn options(streams: usize) -> SendOptions {
+    SendOptions {
+        streams: StreamCount::Fixed(streams),
+        block_size: 256 << 10,
+        ..SendOptions::default()
+    }
+}
+
+fn send(path: &Path, rx: &TestReceiver, opts: &SendOptions) -> Result<Summary, AmstError> {
+    send_file(path, rx.addr, &psk(), opts, None, &Hooks::default())
+}
+
+fn assert_same(a: &Path, b: &Path) {
+    let (x, y) = (
+        std::fs::read(a).expect("read a"),
+        std::fs::read(b).expect("read b"),
+    );
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+#[test]
+fn random_file_arrives_bit_exact_over_several_streams() {
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "random.bin", 20 * (1 << 20) + 12_345);
+    let summary = send(&src, &rx, &options(4)).expect("send");
+    assert_same(&src, &rx.path("random.bin"));
+    assert_eq!(summary.bytes, 20 * (1 << 20) + 12_345);
+    assert_eq!(summary.streams, 4);
+    assert_eq!(
+        summary.digest,
+        dwcp_agent::amst::sender::digest_of(&src).expect("digest")
+    );
+    assert_eq!(
+        rx.names(),
+        vec!["random.bin"],
+        "No temporary files may remain"
+    );
+}
+
+#[test]
+fn empty_file_arrives() {
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "empty", 0);
+    let summary = send(&src, &rx, &options(2)).expect("send");
+    assert_eq!(summary.bytes, 0);
+    assert_eq!(std::fs::metadata(rx.path("empty")).expect("meta").len(), 0);
+}
+
+#[test]
+fn sparse_multi_gib_file_arrives_bit_exact_with_auto_streams() {
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let path = src_dir.path().join("sparse.img");
+    let f = std::fs::File::create(&path).expect("create");
+    let size: u64 = 2 << 30;
+    f.set_len(size).expect("set_len");
+    use std::os::unix::fs::FileExt as _;
+    for (i, offset) in [0, 1 << 30, size - 4096 - 7].into_iter().enumerate() {
+        f.write_all_at(&[i as u8 + 1; 4096], offset).expect("write");
+    }
+    drop(f);
+    let opts = SendOptions {
+        streams: StreamCount::Auto { max: 16 },
+        ..SendOptions::default()
+    };
+    let summary = send(&path, &rx, &opts).expect("send");
+    assert_eq!(summary.bytes, size);
+    let digest = dwcp_agent::amst::sender::digest_of(&rx.path("sparse.img")).expect("digest");
+    assert_eq!(digest, summary.digest);
+}
+
+#[test]
+fn wrong_key_is_refused_and_nothing_is_written() {
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "secret.bin", 1000);
+    let other = Psk::new(b"another-key-that-is-long-enough").expect("key");
+    let err = send_file(&src, rx.addr, &other, &options(2), None, &Hooks::default())
+        .expect_err("must fail");
+    assert!(err.to_string().contains("Authentication failed"), "{err}");
+    assert!(rx.names().is_empty(), "{:?}", rx.names());
+}
+
+#[test]
+fn refuses_path_traversal_names_with_a_clear_error() {
+    // The receiver refuses names it would not write; the sender sees the reason.
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), ".hidden", 10);
+    let err = send(&src, &rx, &options(1)).expect_err("must fail");
+    assert!(err.to_string().contains("refused file name"), "{err}");
+}
+
+mod privileged {
+    use std::{
+        os::unix::process::CommandExt as _,
+        process::{Command, Stdio},
+        sync::Mutex,
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::common::{self, NetNs};
+
+    #[test]
+    fn transfer_survives_a_stream_cut_mid_transfer() {
+        common::require_root();
+        let ns = NetNs::new("cut");
+        let listener = ns.on_thread(|| TcpListener::bind("127.0.0.1:0").expect("bind in netns"));
+        let rx = TestReceiver::start_with(listener);
+        let src_dir = tempfile::tempdir().expect("tempdir");
+        let src = random_file(src_dir.path(), "cut.bin", 256 << 20);
+        let ports = Mutex::new(Vec::new());
+        let cut = AtomicBool::new(false);
+        let ns_name = ns.name.clone();
+        let addr = rx.addr;
+        let (summary, was_cut) = ns.on_thread({
+            let src = src.clone();
+            move || {
+                let on_stream = |local: SocketAddr| ports.lock().expect("lock").push(local.port());
+                let on_progress = |p: dwcp_agent::amst::sender::Progress| {
+                    if p.done_bytes > p.total_bytes / 8 && !cut.swap(true, Ordering::SeqCst) {
+                        let port = ports.lock().expect("lock")[0];
+                        let script = format!(
+                            "table inet dwcp_cut {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+                             tcp sport {port} reject with tcp reset\n }}\n}}\n"
+                        );
+                        let mut child = Command::new("ip")
+                            .args(["netns", "exec", &ns_name, "nft", "-f", "-"])
+                            .stdin(Stdio::piped())
+                            .spawn()
+                            .expect("nft");
+                        child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+                        assert!(child.wait().expect("wait").success(), "nft failed");
+                    }
+                };
+                let hooks = Hooks { on_stream: Some(&on_stream), on_progress: Some(&on_progress) };
+                let opts = SendOptions { streams: StreamCount::Fixed(4), block_size: 256 << 10, ..SendOptions::default() };
+                (send_file(&src, addr, &psk(), &opts, None, &hooks), cut.load(Ordering::SeqCst))
+            }
+        });
+        assert!(was_cut, "The transfer ended before a stream could be cut");
+        let summary = summary.expect("transfer must survive a dead stream");
+        assert!(summary.failed_streams >= 1, "{summary:?}");
+        assert_same(&src, &rx.path("cut.bin"));
+    }
+
+    #[test]
+    fn killed_receiver_fails_cleanly_and_a_resend_resumes() {
+        common::require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("psk");
+        std::fs::write(&key, KEY).expect("key");
+        let rx_dir = dir.path().join("rx");
+        std::fs::create_dir(&rx_dir).expect("mkdir");
+        let port = common::free_port();
+        let start_agent = || {
+            Command::new(common::agent_bin())
+                .args([
+                    "run",
+                    "--no-probes",
+                    "--http-addr",
+                    &format!("127.0.0.1:{}", common::free_port()),
+                ])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args([
+                    "--receive-dir",
+                    rx_dir.to_str().expect("utf-8"),
+                    "--psk-file",
+                    key.to_str().expect("utf-8"),
+                ])
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("agent")
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let wait_listening = || {
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            panic!("Agent not listening");
+        };
+        let mut agent = start_agent();
+        wait_listening();
+        let src = random_file(dir.path(), "vm.img", 256 << 20);
+        let killed = AtomicBool::new(false);
+        let agent_pid = agent.id();
+        let on_progress = |p: dwcp_agent::amst::sender::Progress| {
+            if p.done_bytes > p.total_bytes / 3 && !killed.swap(true, Ordering::SeqCst) {
+                // SAFETY: killing our own child process.
+                unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) };
+            }
+        };
+        let hooks = Hooks {
+            on_stream: None,
+            on_progress: Some(&on_progress),
+        };
+        let opts = SendOptions {
+            streams: StreamCount::Fixed(4),
+            block_size: 1 << 20,
+            ..SendOptions::default()
+        };
+        let err = send_file(&src, addr, &psk(), &opts, None, &hooks).expect_err("receiver died");
+        let _ = agent.wait();
+        assert!(killed.load(Ordering::SeqCst));
+        let message = dwcp_agent::error_chain(&err);
+        assert!(
+            message.contains("streams failed") || message.contains("closed"),
+            "{message}"
+        );
+        assert!(
+            !rx_dir.join("vm.img").exists(),
+            "A partial file must not appear under the final name"
+        );
+
+        let mut agent = start_agent();
+        wait_listening();
+        let summary =
+            send_file(&src, addr, &psk(), &opts, None, &Hooks::default()).expect("resend");
+        assert_same(&src, &rx_dir.join("vm.img"));
+        assert!(
+            summary.resumed_blocks > 0,
+            "The resend should skip blocks already on disk: {summary:?}"
+        );
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+}
