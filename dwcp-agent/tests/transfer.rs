@@ -138,7 +138,7 @@ fn random_file_arrives_bit_exact_over_several_streams() {
     assert_eq!(summary.streams, 4);
     assert_eq!(
         summary.digest,
-        dwcp_agent::amst::sender::digest_of(&src).expect("digest")
+        dwcp_agent::amst::digest::file_digest(&src, 256 << 10).expect("digest")
     );
     assert_eq!(
         rx.names(),
@@ -176,7 +176,8 @@ fn sparse_multi_gib_file_arrives_bit_exact_with_auto_streams() {
     };
     let summary = send(&path, &rx, &opts).expect("send");
     assert_eq!(summary.bytes, size);
-    let digest = dwcp_agent::amst::sender::digest_of(&rx.path("sparse.img")).expect("digest");
+    let digest =
+        dwcp_agent::amst::digest::file_digest(&rx.path("sparse.img"), 1 << 20).expect("digest");
     assert_eq!(digest, summary.digest);
 }
 
@@ -340,4 +341,145 @@ mod privileged {
         let _ = agent.kill();
         let _ = agent.wait();
     }
+}
+
+/// A hand-driven client for feeding the receiver bad frames.
+mod raw {
+    use std::net::TcpStream;
+
+    use dwcp_agent::protocol::{
+        ProtocolError,
+        frame::{FrameReader, FrameType, FrameWriter},
+        handshake::{self, Role},
+        messages::{self, Control, MAX_CONTROL_LEN},
+    };
+
+    use super::*;
+
+    pub fn conn(addr: SocketAddr, role: Role) -> (FrameReader<TcpStream>, FrameWriter<TcpStream>) {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        handshake::client(&mut s, &psk(), role).expect("handshake");
+        let r = s.try_clone().expect("clone");
+        (FrameReader::new(r, MAX_CONTROL_LEN), FrameWriter::new(s))
+    }
+
+    /// Offers a two-block (2 × 4 KiB) file and returns the control connection and session.
+    pub fn offer(addr: SocketAddr) -> (FrameReader<TcpStream>, FrameWriter<TcpStream>, u64) {
+        let (mut r, mut w) = conn(addr, Role::Control);
+        let offer = Control::Offer {
+            transfer_id: "t".into(),
+            name: "raw.bin".into(),
+            size: 8192,
+            block_size: 4096,
+        };
+        messages::send(&mut w, &offer).expect("offer");
+        match messages::recv(&mut r).expect("accept") {
+            Control::Accept { session_id, .. } => (r, w, session_id),
+            other => panic!("Expected accept, got {other:?}"),
+        }
+    }
+
+    /// Whether the receiver closed the stream (instead of acknowledging).
+    pub fn closed(r: &mut FrameReader<TcpStream>) -> bool {
+        matches!(
+            r.read_header(),
+            Ok(None) | Err(ProtocolError::Closed | ProtocolError::Io(_))
+        )
+    }
+
+    pub fn ack(r: &mut FrameReader<TcpStream>) -> u64 {
+        let h = r.read_header().expect("ack").expect("ack frame");
+        assert_eq!(h.kind, FrameType::Ack);
+        h.seq
+    }
+}
+
+#[test]
+fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized() {
+    use dwcp_agent::protocol::{
+        frame::FrameType,
+        handshake::Role,
+        messages::{self, Control},
+    };
+    let rx = TestReceiver::start();
+    let (mut control_r, mut control_w, session) = raw::offer(rx.addr);
+    let block = vec![7u8; 4096];
+
+    // A good block is acknowledged; the same frame sent again (a replay) closes the stream.
+    let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
+    let header = w.next_header(FrameType::Data, 0, 0, &block).encode();
+    let mut frame = header.to_vec();
+    frame.extend_from_slice(&block);
+    w.get_mut().write_all(&frame).expect("write");
+    assert_eq!(raw::ack(&mut r), 0);
+    w.get_mut().write_all(&frame).expect("replay");
+    assert!(
+        raw::closed(&mut r),
+        "A replayed frame must close the stream"
+    );
+
+    // A block whose payload does not match its checksum is refused.
+    let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
+    let mut header = w.next_header(FrameType::Data, 1, 4096, &block);
+    header.payload_crc ^= 1;
+    w.get_mut().write_all(&header.encode()).expect("header");
+    w.get_mut().write_all(&block).expect("payload");
+    assert!(
+        raw::closed(&mut r),
+        "A corrupted block must close the stream"
+    );
+
+    // A block cut short by the sender's disappearance is never acknowledged.
+    let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
+    let header = w.next_header(FrameType::Data, 1, 4096, &block).encode();
+    w.get_mut().write_all(&header).expect("header");
+    w.get_mut().write_all(&block[..100]).expect("half payload");
+    w.get_mut()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    assert!(raw::closed(&mut r));
+
+    // Block 1 never arrived intact: the end of the transfer is refused with the reason.
+    messages::send(
+        &mut control_w,
+        &Control::End {
+            size: 8192,
+            blake3: "00".into(),
+        },
+    )
+    .expect("end");
+    match messages::recv(&mut control_r).expect("reply") {
+        Control::Abort { reason } => assert!(reason.contains("1 blocks never arrived"), "{reason}"),
+        other => panic!("Expected abort, got {other:?}"),
+    }
+    assert!(
+        !rx.path("raw.bin").exists(),
+        "Nothing may appear under the final name"
+    );
+}
+
+#[test]
+fn data_stream_for_unknown_session_and_garbage_connections_are_refused() {
+    let rx = TestReceiver::start();
+    let mut s = std::net::TcpStream::connect(rx.addr).expect("connect");
+    let err = dwcp_agent::protocol::handshake::client(
+        &mut s,
+        &psk(),
+        dwcp_agent::protocol::handshake::Role::Data { session: 12345 },
+    )
+    .expect_err("unknown session");
+    assert!(err.to_string().contains("Unknown session 12345"), "{err}");
+    let mut g = std::net::TcpStream::connect(rx.addr).expect("connect");
+    g.write_all(&[0xFF; 200]).expect("garbage");
+    let mut buf = [0u8; 16];
+    use std::io::Read as _;
+    assert_eq!(
+        g.read(&mut buf).unwrap_or(0),
+        0,
+        "Garbage must get the connection closed"
+    );
+    // The receiver still works afterwards.
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "after.bin", 5000);
+    send(&src, &rx, &options(1)).expect("send after garbage");
 }

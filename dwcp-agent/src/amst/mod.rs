@@ -13,6 +13,7 @@
 //! Wire format: [`crate::protocol`].
 
 pub mod auto;
+pub mod digest;
 pub mod receiver;
 pub mod scheduler;
 pub mod sender;

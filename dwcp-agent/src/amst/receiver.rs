@@ -24,7 +24,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{AmstError, socket::SocketTuning};
+use super::{AmstError, digest::BlockHashes, socket::SocketTuning};
 use crate::protocol::{
     ProtocolError,
     frame::{FrameReader, FrameType, FrameWriter},
@@ -79,7 +79,7 @@ struct Session {
     size: u64,
     block_size: u64,
     have: Mutex<Vec<bool>>,
-    last_persist: Mutex<Instant>,
+    hashes: BlockHashes,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,7 +238,9 @@ impl Receiver {
             resumed_ranges = have.len(),
             "Transfer started"
         );
+        let persister = Persister::start(Arc::clone(&session));
         let result = self.finish(&mut reader, &mut writer, id, &session, have);
+        persister.stop();
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -296,7 +298,12 @@ impl Receiver {
             }
         };
         session.file.sync_all().map_err(io("Cannot fsync"))?;
-        let actual = super::sender::digest_of(&session.part).map_err(io("Cannot read back"))?;
+        // Blocks kept from an earlier attempt were not hashed in this one: read them back.
+        session
+            .hashes
+            .fill_from(&session.file)
+            .map_err(io("Cannot read back"))?;
+        let actual = session.hashes.digest().unwrap_or_default();
         if actual != expected {
             let _ = std::fs::remove_file(&session.part);
             let _ = std::fs::remove_file(&session.state);
@@ -387,7 +394,7 @@ impl Receiver {
             size,
             block_size: u64::from(block_size),
             have: Mutex::new(have),
-            last_persist: Mutex::new(Instant::now()),
+            hashes: BlockHashes::new(size, u64::from(block_size)),
         })
     }
 
@@ -428,12 +435,12 @@ impl Receiver {
                     path: session.part.display().to_string(),
                     source,
                 })?;
+            session.hashes.record(header.seq, payload);
             session.mark(header.seq);
             self.stats
                 .payload_bytes
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
             writer.write_frame(FrameType::Ack, header.seq, 0, &[])?;
-            session.maybe_persist();
         }
         Ok(())
     }
@@ -468,25 +475,6 @@ impl Session {
         }
     }
 
-    /// Saves the resume record at most once a second.
-    fn maybe_persist(&self) {
-        let due = {
-            let mut last = self
-                .last_persist
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.elapsed() < Duration::from_secs(1) {
-                false
-            } else {
-                *last = Instant::now();
-                true
-            }
-        };
-        if due && let Err(err) = self.persist() {
-            tracing::warn!(error = %err, "Cannot save the resume record");
-        }
-    }
-
     /// Makes the written blocks durable, then records them (atomically replaced).
     fn persist(&self) -> std::io::Result<()> {
         let held = self.held();
@@ -501,6 +489,44 @@ impl Session {
         std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
         File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &self.state)
+    }
+}
+
+/// Saves a session's resume record every second on its own thread, so that the
+/// `fdatasync` it needs never stalls a data stream.
+struct Persister {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Persister {
+    fn start(session: Arc<Session>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("dwcp-persist".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    thread::park_timeout(Duration::from_millis(200));
+                    if last.elapsed() >= Duration::from_secs(1) && !flag.load(Ordering::Relaxed) {
+                        last = Instant::now();
+                        if let Err(err) = session.persist() {
+                            tracing::warn!(error = %err, "Cannot save the resume record");
+                        }
+                    }
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 use std::{
     collections::VecDeque,
     fs::File,
-    io::{BufReader, Read as _},
     net::{Shutdown, SocketAddr, TcpStream},
     os::unix::fs::FileExt as _,
     path::Path,
@@ -18,6 +17,7 @@ use std::{
 use super::{
     AmstError,
     auto::{AutoStreams, Decision, Sample},
+    digest::BlockHashes,
     scheduler::Scheduler,
     socket::SocketTuning,
     summary::Summary,
@@ -138,13 +138,6 @@ pub fn send_file(
         .to_owned();
     let file = Arc::new(file);
 
-    // Start the digest early: it reads the file sequentially while the streams send.
-    let digest_file = path.to_owned();
-    let digest = thread::Builder::new()
-        .name("dwcp-digest".into())
-        .spawn(move || digest_of(&digest_file))
-        .map_err(file_err("Cannot start digest thread for"))?;
-
     let (mut control_r, mut control_w) = connect(addr, psk, Role::Control, options)?;
     messages::send(
         &mut control_w,
@@ -183,6 +176,7 @@ pub fn send_file(
         window: options.window.max(1),
         sent_bytes: AtomicU64::new(0),
         wanted: AtomicUsize::new(0),
+        hashes: BlockHashes::new(size, u64::from(block_size)),
         failures: Mutex::new(Vec::new()),
     });
 
@@ -277,10 +271,15 @@ pub fn send_file(
     for worker in workers {
         let _ = worker.join();
     }
-    let digest = digest
-        .join()
-        .map_err(|_| AmstError::Invalid("Digest thread panicked".into()))?
+    // Blocks the receiver already had were never read here: hash them from the source.
+    shared
+        .hashes
+        .fill_from(&shared.file)
         .map_err(file_err("Cannot read"))?;
+    let digest = shared
+        .hashes
+        .digest()
+        .ok_or_else(|| AmstError::Invalid("a block hash is missing after completion".into()))?;
     messages::send(
         &mut control_w,
         &Control::End {
@@ -351,20 +350,6 @@ fn source_size(file: &File) -> std::io::Result<u64> {
     Ok(end)
 }
 
-/// BLAKE3 of a file, hex.
-pub fn digest_of(path: &Path) -> std::io::Result<String> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize().to_hex().to_string());
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
 /// Opens and authenticates one connection.
 fn connect(
     addr: SocketAddr,
@@ -399,6 +384,7 @@ struct Shared {
     sent_bytes: AtomicU64,
     wanted: AtomicUsize,
     failures: Mutex<Vec<String>>,
+    hashes: BlockHashes,
 }
 
 impl Shared {
@@ -527,6 +513,7 @@ fn write_blocks(
                 source,
             })?;
         block.set_len(len);
+        shared.hashes.record(seq, &block);
         writer.write_frame(FrameType::Data, seq, offset, &block)?;
         shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }

@@ -41,7 +41,7 @@ pub enum Control {
     End {
         /// Total bytes.
         size: u64,
-        /// BLAKE3 of the whole content, hex.
+        /// Digest of the whole content, hex (see `amst::digest`: BLAKE3 over block hashes).
         blake3: String,
     },
     /// Receiver: the file is in place under its final name.

@@ -28,7 +28,8 @@
 //! - A stranger without the key cannot open a session or join one as a data stream;
 //!   a recorded handshake cannot be replayed (fresh nonces on both sides).
 //! - Within a connection, frame numbers increase by one; a repeated or skipped number
-//!   is refused as a replay. Blocks carry a CRC32C; the whole transfer a BLAKE3 digest.
+//!   is refused as a replay. Blocks carry a CRC32C; the whole transfer a digest over the
+//!   BLAKE3 hashes of its blocks (`amst::digest`).
 //! - Memory is bounded on both sides: the sender has at most its window of blocks in
 //!   flight, the receiver writes each block where it belongs and keeps none.
 //! - No encryption: run over a trusted network or an IPsec/WireGuard tunnel.
