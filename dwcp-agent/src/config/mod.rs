@@ -1,6 +1,6 @@
 //! Agent configuration: the types, their defaults and their validation.
 //!
-//! Parsing lives in [`file`]; command-line overrides are applied by the caller before
+//! Parsing lives in [`file`](mod@file); command-line overrides are applied by the caller before
 //! [`AgentConfig::validate`]. Unknown keys are refused so a typo never silently falls back
 //! to a default.
 

@@ -9,23 +9,26 @@
 //!   short result -> submit the rest again; error -> PbaError::Send
 //! ```
 //!
+//! Both sends carry `MSG_WAITALL` (the kernel itself retries partial sends on a stream
+//! socket) and `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal). A short
+//! result is submitted again from where it stopped; if a short header send breaks the
+//! link, the block's request is cancelled and goes again too.
+//!
 //! The call returns only after the notification, so the block may be refilled or dropped
 //! at once. The notification comes when the kernel frees the socket buffers that point at
 //! the block, for TCP when the peer has acknowledged the data: one send takes at least a
-//! round trip, so one sender's throughput on one socket is bounded by
-//! `block_size / RTT` (on loopback, microseconds; over a WAN, use many streams).
-//! If the socket fails or is shut down while the data waits for its acknowledgement, the
-//! send gives up waiting and returns an error (the sender checks the socket every 50 ms
-//! while waiting); the stream is lost, and the notification, arriving later, is ignored. Both sends carry `MSG_WAITALL` (the kernel itself retries partial sends on a
-//! stream socket) and `MSG_NOSIGNAL` (a closed peer is an `EPIPE` error, not a signal).
-//! If a short header send breaks the link, the block's request is cancelled and both are
-//! submitted again from where they stopped.
+//! round trip, so one sender's throughput on one socket is bounded by `block_size / RTT`
+//! (on loopback, microseconds; over a WAN, spread the data over many streams). If the
+//! socket fails or is shut down while the data waits for its acknowledgement, the send
+//! stops waiting and returns an error (while waiting, the sender checks the socket every
+//! 50 ms); the stream is lost, and the notification, arriving later, is ignored.
 //!
 //! Blocks are registered lazily in a sparse buffer table of the pool's size, each on its
 //! first send and again after the pool released its pages (its generation moved); slots
 //! of released blocks are emptied when the pool reports a release, so their pinned pages
-//! go back to the system too. In steady state a send makes no system call besides the
-//! one `io_uring_enter` that submits and waits, and no heap allocation.
+//! go back to the system too. In steady state a send makes one or two `io_uring_enter`
+//! calls (submit and wait for the completion, then for the notification) and no heap
+//! allocation.
 //!
 //! On loopback the kernel copies zero-copy data anyway when it reaches the local
 //! receiver; [`SenderStats::copied_notifications`] counts such sends.
