@@ -144,7 +144,7 @@ fn start_receiver(
     let addr = config.transport.listen;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Bind { addr, source })?;
-    lock(telemetry).attach_receiver(receiver.stats());
+    lock(telemetry).attach_receiver(Arc::clone(&receiver));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread_stop = Arc::clone(&stop);
     let thread = std::thread::Builder::new()

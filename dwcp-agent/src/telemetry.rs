@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    amst::receiver::ReceiverStats,
+    amst::receiver::{Receiver, ReceiverStats},
     metrics::{
         AgentMetrics, DirectionLabels, FlowLabels, OutcomeLabels, ProgramLabels, ThreadLabels,
     },
@@ -47,7 +47,7 @@ pub struct Telemetry {
     threads: HashMap<u32, Duration>,
     programs: HashMap<String, (Duration, u64)>,
     totals: KernelTotals,
-    receiver: Option<(Arc<ReceiverStats>, [u64; 3])>,
+    receiver: Option<(Arc<Receiver>, [u64; 3], Duration)>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -75,16 +75,27 @@ impl Telemetry {
         }
     }
 
-    /// Exports the counters of a running DWCP receiver from now on.
-    pub fn attach_receiver(&mut self, stats: Arc<ReceiverStats>) {
-        self.receiver = Some((stats, [0; 3]));
+    /// Exports the counters and block pools of a running DWCP receiver from now on.
+    pub fn attach_receiver(&mut self, receiver: Arc<Receiver>) {
+        self.receiver = Some((receiver, [0; 3], Duration::ZERO));
     }
 
     fn account_receiver(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let Some((stats, seen)) = &mut self.receiver else {
+        let Some((receiver, seen, waited)) = &mut self.receiver else {
             return;
         };
+        let pools = receiver.pool_totals();
+        let m = &self.metrics;
+        m.pba_blocks
+            .set(i64::try_from(pools.blocks).unwrap_or(i64::MAX));
+        m.pba_blocks_in_use
+            .set(i64::try_from(pools.in_use).unwrap_or(i64::MAX));
+        m.pba_overhead.set(pools.overhead_ratio);
+        m.pba_acquire_wait
+            .inc_by(pools.acquire_wait.saturating_sub(*waited).as_secs_f64());
+        *waited = pools.acquire_wait;
+        let stats: Arc<ReceiverStats> = receiver.stats();
         let now = [
             stats.payload_bytes.load(Relaxed),
             stats.completed.load(Relaxed),

@@ -98,9 +98,7 @@ fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
     let mut chunk = vec![0u8; 1 << 20];
     while left > 0 {
         let n = left.min(chunk.len());
-        for b in chunk[..n].iter_mut() {
-            *b = rand::random();
-        }
+        rand::Rng::fill(&mut rand::rng(), &mut chunk[..n]);
         f.write_all(&chunk[..n]).expect("write");
         left -= n;
     }
@@ -218,6 +216,14 @@ mod privileged {
     fn transfer_survives_a_stream_cut_mid_transfer() {
         common::require_root();
         let ns = NetNs::new("cut");
+        // A 1 Gbit/s link keeps the transfer going long enough to cut a stream in its middle.
+        common::run(
+            "ip",
+            &[
+                "netns", "exec", &ns.name, "tc", "qdisc", "add", "dev", "lo", "root", "tbf",
+                "rate", "1gbit", "burst", "512kb", "latency", "100ms",
+            ],
+        );
         let listener = ns.on_thread(|| TcpListener::bind("127.0.0.1:0").expect("bind in netns"));
         let rx = TestReceiver::start_with(listener);
         let src_dir = tempfile::tempdir().expect("tempdir");
@@ -266,25 +272,25 @@ mod privileged {
         let rx_dir = dir.path().join("rx");
         std::fs::create_dir(&rx_dir).expect("mkdir");
         let port = common::free_port();
+        let http: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .expect("addr");
         let start_agent = || {
-            Command::new(common::agent_bin())
-                .args([
-                    "run",
-                    "--no-probes",
-                    "--http-addr",
-                    &format!("127.0.0.1:{}", common::free_port()),
-                ])
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args([
-                    "--receive-dir",
-                    rx_dir.to_str().expect("utf-8"),
-                    "--psk-file",
-                    key.to_str().expect("utf-8"),
-                ])
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .expect("agent")
+            KillOnDrop(
+                Command::new(common::agent_bin())
+                    .args(["run", "--no-probes", "--http-addr", &http.to_string()])
+                    .args(["--listen", &format!("127.0.0.1:{port}")])
+                    .args([
+                        "--receive-dir",
+                        rx_dir.to_str().expect("utf-8"),
+                        "--psk-file",
+                        key.to_str().expect("utf-8"),
+                    ])
+                    .stderr(Stdio::null())
+                    .process_group(0)
+                    .spawn()
+                    .expect("agent"),
+            )
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let wait_listening = || {
@@ -300,9 +306,14 @@ mod privileged {
         wait_listening();
         let src = random_file(dir.path(), "vm.img", 256 << 20);
         let killed = AtomicBool::new(false);
-        let agent_pid = agent.id();
+        let agent_pid = agent.0.id();
+        let state = rx_dir.join(".vm.img.dwcp-state");
         let on_progress = |p: dwcp_agent::amst::sender::Progress| {
-            if p.done_bytes > p.total_bytes / 3 && !killed.swap(true, Ordering::SeqCst) {
+            // Kill once a third has been sent and the receiver has saved a resume record.
+            if p.done_bytes > p.total_bytes / 3
+                && state.exists()
+                && !killed.swap(true, Ordering::SeqCst)
+            {
                 // SAFETY: killing our own child process.
                 unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) };
             }
@@ -317,7 +328,7 @@ mod privileged {
             ..SendOptions::default()
         };
         let err = send_file(&src, addr, &psk(), &opts, None, &hooks).expect_err("receiver died");
-        let _ = agent.wait();
+        let _ = agent.0.wait();
         assert!(killed.load(Ordering::SeqCst));
         let message = dwcp_agent::error_chain(&err);
         assert!(
@@ -329,7 +340,7 @@ mod privileged {
             "A partial file must not appear under the final name"
         );
 
-        let mut agent = start_agent();
+        let _agent = start_agent();
         wait_listening();
         let summary =
             send_file(&src, addr, &psk(), &opts, None, &Hooks::default()).expect("resend");
@@ -338,8 +349,25 @@ mod privileged {
             summary.resumed_blocks > 0,
             "The resend should skip blocks already on disk: {summary:?}"
         );
-        let _ = agent.kill();
-        let _ = agent.wait();
+        let (_, metrics) = common::http_get(http, "/metrics").expect("metrics");
+        assert!(
+            metrics.contains("dwcp_amst_transfers_total{outcome=\"completed\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("\ndwcp_pba_blocks 0\n"),
+            "The receiver's pool should be in use: {metrics}"
+        );
+    }
+
+    /// A child process killed when the test ends, also on panic.
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -363,14 +391,17 @@ mod raw {
         (FrameReader::new(r, MAX_CONTROL_LEN), FrameWriter::new(s))
     }
 
-    /// Offers a two-block (2 × 4 KiB) file and returns the control connection and session.
+    /// Block size of the hand-driven transfer.
+    pub const BLOCK: u64 = 64 << 10;
+
+    /// Offers a two-block file and returns the control connection and session.
     pub fn offer(addr: SocketAddr) -> (FrameReader<TcpStream>, FrameWriter<TcpStream>, u64) {
         let (mut r, mut w) = conn(addr, Role::Control);
         let offer = Control::Offer {
             transfer_id: "t".into(),
             name: "raw.bin".into(),
-            size: 8192,
-            block_size: 4096,
+            size: 2 * BLOCK,
+            block_size: BLOCK as u32,
         };
         messages::send(&mut w, &offer).expect("offer");
         match messages::recv(&mut r).expect("accept") {
@@ -403,7 +434,7 @@ fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized(
     };
     let rx = TestReceiver::start();
     let (mut control_r, mut control_w, session) = raw::offer(rx.addr);
-    let block = vec![7u8; 4096];
+    let block = vec![7u8; raw::BLOCK as usize];
 
     // A good block is acknowledged; the same frame sent again (a replay) closes the stream.
     let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
@@ -420,7 +451,7 @@ fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized(
 
     // A block whose payload does not match its checksum is refused.
     let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
-    let mut header = w.next_header(FrameType::Data, 1, 4096, &block);
+    let mut header = w.next_header(FrameType::Data, 1, raw::BLOCK, &block);
     header.payload_crc ^= 1;
     w.get_mut().write_all(&header.encode()).expect("header");
     w.get_mut().write_all(&block).expect("payload");
@@ -431,7 +462,9 @@ fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized(
 
     // A block cut short by the sender's disappearance is never acknowledged.
     let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
-    let header = w.next_header(FrameType::Data, 1, 4096, &block).encode();
+    let header = w
+        .next_header(FrameType::Data, 1, raw::BLOCK, &block)
+        .encode();
     w.get_mut().write_all(&header).expect("header");
     w.get_mut().write_all(&block[..100]).expect("half payload");
     w.get_mut()
@@ -443,7 +476,7 @@ fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized(
     messages::send(
         &mut control_w,
         &Control::End {
-            size: 8192,
+            size: 2 * raw::BLOCK,
             blake3: "00".into(),
         },
     )

@@ -25,6 +25,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{AmstError, digest::BlockHashes, socket::SocketTuning};
+use crate::pba::{BlockPool, PoolConfig};
 use crate::protocol::{
     ProtocolError,
     frame::{FrameReader, FrameType, FrameWriter},
@@ -32,10 +33,12 @@ use crate::protocol::{
     messages::{self, Control, MAX_CONTROL_LEN, to_ranges},
 };
 
+/// Bytes after which the resume record is saved even before a second has passed.
+pub const PERSIST_BYTES: u64 = 16 << 20;
 /// Largest block a sender may use.
 pub const MAX_BLOCK: u32 = 16 << 20;
 /// Smallest block a sender may use.
-pub const MIN_BLOCK: u32 = 4 << 10;
+pub const MIN_BLOCK: u32 = 64 << 10;
 
 /// Receiver settings.
 #[derive(Clone, Debug)]
@@ -67,6 +70,21 @@ pub struct Receiver {
     config: ReceiverConfig,
     sessions: Mutex<HashMap<u64, Arc<Session>>>,
     stats: Arc<ReceiverStats>,
+    /// Block pools by block size: each data stream borrows one block as its buffer.
+    pools: Mutex<HashMap<usize, BlockPool>>,
+}
+
+/// Block pool figures summed over the receiver's pools.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PoolTotals {
+    /// Blocks the pools hold committed (their predicted target).
+    pub blocks: usize,
+    /// Blocks lent out now.
+    pub in_use: usize,
+    /// Committed bytes not in use, per byte in use (idle memory the pools keep).
+    pub overhead_ratio: f64,
+    /// Total time callers waited for a block.
+    pub acquire_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -80,6 +98,8 @@ struct Session {
     block_size: u64,
     have: Mutex<Vec<bool>>,
     hashes: BlockHashes,
+    /// Bytes written since the resume record was last saved.
+    unsaved: AtomicU64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -105,12 +125,57 @@ impl Receiver {
             config,
             sessions: Mutex::new(HashMap::new()),
             stats: Arc::default(),
+            pools: Mutex::new(HashMap::new()),
         }))
     }
 
     /// Counters for metrics.
     pub fn stats(&self) -> Arc<ReceiverStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Runs one prediction step on every pool and returns their summed figures.
+    pub fn pool_totals(&self) -> PoolTotals {
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = PoolTotals::default();
+        let (mut committed, mut used, mut block) = (0usize, 0usize, 0usize);
+        for pool in pools.values() {
+            let _ = pool.adapt();
+            let s = pool.stats();
+            t.blocks += s.target_blocks;
+            t.in_use += s.blocks_in_use;
+            t.acquire_wait += Duration::from_nanos(s.acquire_wait_ns_total);
+            committed += s.bytes_committed_estimate;
+            used += s.blocks_in_use * s.block_size;
+            block = block.max(s.block_size);
+        }
+        t.overhead_ratio = committed.saturating_sub(used) as f64 / used.max(block).max(1) as f64;
+        t
+    }
+
+    /// The pool for blocks of `size` bytes (rounded up to a power of two), created on
+    /// first use.
+    fn pool_for(&self, size: usize) -> Result<BlockPool, AmstError> {
+        let size = size.next_power_of_two().max(crate::pba::MIN_BLOCK_SIZE);
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pool) = pools.get(&size) {
+            return Ok(pool.clone());
+        }
+        let pool = BlockPool::new(PoolConfig {
+            block_size: size,
+            min_blocks: 1,
+            max_blocks: *super::STREAM_RANGE.end(),
+            prefault: false,
+            ..PoolConfig::default()
+        })?;
+        pools.insert(size, pool.clone());
+        Ok(pool)
     }
 
     /// Accepts connections until `stop` is set (checked every 200 ms).
@@ -395,6 +460,7 @@ impl Receiver {
             block_size: u64::from(block_size),
             have: Mutex::new(have),
             hashes: BlockHashes::new(size, u64::from(block_size)),
+            unsaved: AtomicU64::new(0),
         })
     }
 
@@ -402,8 +468,11 @@ impl Receiver {
         let block = u32::try_from(session.block_size).unwrap_or(MAX_BLOCK);
         let mut reader = FrameReader::new(stream.try_clone().map_err(ProtocolError::Io)?, block);
         let mut writer = FrameWriter::new(stream);
-        // One buffer per connection, reused for every block.
-        let mut buf = vec![0u8; block as usize];
+        // One pool block per connection, reused as the buffer for every block.
+        let mut lease = self
+            .pool_for(block as usize)?
+            .acquire(Duration::from_secs(10))?;
+        let buf = lease.as_mut_full();
         while let Some(header) = reader.read_header()? {
             if header.kind != FrameType::Data {
                 return Err(ProtocolError::Unexpected {
@@ -425,7 +494,7 @@ impl Receiver {
                 ))
                 .into());
             }
-            reader.read_payload(&header, &mut buf)?;
+            reader.read_payload(&header, buf)?;
             let payload = &buf[..header.payload_len as usize];
             session
                 .file
@@ -437,6 +506,9 @@ impl Receiver {
                 })?;
             session.hashes.record(header.seq, payload);
             session.mark(header.seq);
+            session
+                .unsaved
+                .fetch_add(payload.len() as u64, Ordering::Relaxed);
             self.stats
                 .payload_bytes
                 .fetch_add(payload.len() as u64, Ordering::Relaxed);
@@ -492,8 +564,8 @@ impl Session {
     }
 }
 
-/// Saves a session's resume record every second on its own thread, so that the
-/// `fdatasync` it needs never stalls a data stream.
+/// Saves a session's resume record on its own thread, so that the `fdatasync` it needs
+/// never stalls a data stream: every second, or sooner once [`PERSIST_BYTES`] arrived.
 struct Persister {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
@@ -508,9 +580,12 @@ impl Persister {
             .spawn(move || {
                 let mut last = Instant::now();
                 while !flag.load(Ordering::Relaxed) {
-                    thread::park_timeout(Duration::from_millis(200));
-                    if last.elapsed() >= Duration::from_secs(1) && !flag.load(Ordering::Relaxed) {
+                    thread::park_timeout(Duration::from_millis(100));
+                    let due = last.elapsed() >= Duration::from_secs(1)
+                        || session.unsaved.load(Ordering::Relaxed) >= PERSIST_BYTES;
+                    if due && !flag.load(Ordering::Relaxed) {
                         last = Instant::now();
+                        session.unsaved.store(0, Ordering::Relaxed);
                         if let Err(err) = session.persist() {
                             tracing::warn!(error = %err, "Cannot save the resume record");
                         }

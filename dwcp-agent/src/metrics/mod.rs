@@ -59,7 +59,7 @@ struct VersionLabels {
 
 /// Floating-point counter.
 pub type SecondsCounter = Counter<f64, AtomicU64>;
-/// Floating-point gauge.
+/// Floating-point gauge (seconds or a ratio).
 pub type SecondsGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the agent, registered.
@@ -92,6 +92,14 @@ pub struct AgentMetrics {
     pub amst_payload_bytes: Family<DirectionLabels, Counter>,
     /// [`names::AMST_TRANSFERS`].
     pub amst_transfers: Family<OutcomeLabels, Counter>,
+    /// [`names::PBA_BLOCKS`].
+    pub pba_blocks: Gauge,
+    /// [`names::PBA_BLOCKS_IN_USE`].
+    pub pba_blocks_in_use: Gauge,
+    /// [`names::PBA_OVERHEAD`].
+    pub pba_overhead: SecondsGauge,
+    /// [`names::PBA_ACQUIRE_WAIT`].
+    pub pba_acquire_wait: SecondsCounter,
 }
 
 impl Default for AgentMetrics {
@@ -133,6 +141,10 @@ impl AgentMetrics {
                 outcome: outcome.into(),
             });
         }
+        let pba_blocks = register(r, names::PBA_BLOCKS, Gauge::default());
+        let pba_blocks_in_use = register(r, names::PBA_BLOCKS_IN_USE, Gauge::default());
+        let pba_overhead = register(r, names::PBA_OVERHEAD, SecondsGauge::default());
+        let pba_acquire_wait = register(r, names::PBA_ACQUIRE_WAIT, SecondsCounter::default());
         let _ = register(r, names::BUILD_INFO, build_info);
         Self {
             registry,
@@ -149,6 +161,10 @@ impl AgentMetrics {
             amst_streams,
             amst_payload_bytes,
             amst_transfers,
+            pba_blocks,
+            pba_blocks_in_use,
+            pba_overhead,
+            pba_acquire_wait,
         }
     }
 

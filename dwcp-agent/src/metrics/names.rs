@@ -136,6 +136,34 @@ pub const AMST_TRANSFERS: MetricDef = MetricDef {
     kind: Kind::Counter,
     labels: &["outcome"],
 };
+/// Blocks committed in the block pools.
+pub const PBA_BLOCKS: MetricDef = MetricDef {
+    name: "dwcp_pba_blocks",
+    help: "Blocks the agent's block pools keep committed (their predicted demand)",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Blocks lent out.
+pub const PBA_BLOCKS_IN_USE: MetricDef = MetricDef {
+    name: "dwcp_pba_blocks_in_use",
+    help: "Blocks of the agent's block pools in use now",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Idle memory of the pools.
+pub const PBA_OVERHEAD: MetricDef = MetricDef {
+    name: "dwcp_pba_memory_overhead_ratio",
+    help: "Committed pool bytes not in use per byte in use (idle memory the pools keep)",
+    kind: Kind::Gauge,
+    labels: &[],
+};
+/// Waiting for blocks.
+pub const PBA_ACQUIRE_WAIT: MetricDef = MetricDef {
+    name: "dwcp_pba_acquire_wait_seconds_total",
+    help: "Time spent waiting for a free block (back-pressure from the pools)",
+    kind: Kind::Counter,
+    labels: &[],
+};
 /// Build information.
 pub const BUILD_INFO: MetricDef = MetricDef {
     name: "dwcp_build_info",
@@ -159,6 +187,10 @@ pub const ALL: &[MetricDef] = &[
     AMST_STREAMS,
     AMST_PAYLOAD_BYTES,
     AMST_TRANSFERS,
+    PBA_BLOCKS,
+    PBA_BLOCKS_IN_USE,
+    PBA_OVERHEAD,
+    PBA_ACQUIRE_WAIT,
     BUILD_INFO,
 ];
 
