@@ -3,9 +3,15 @@
 //! Each subcommand is one benchmark in its own module, printing a Markdown table and
 //! writing JSON next to it under `bench/results/`.
 
+mod agent;
+mod iperf;
 mod loopback;
+mod plot;
 mod probe_overhead;
+mod process;
 mod results;
+mod stats;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 
@@ -21,10 +27,13 @@ struct Cli {
 enum Command {
     /// Loopback TCP throughput with the eBPF probes attached vs detached (needs root).
     ProbeOverhead(probe_overhead::Options),
+    /// Loopback goodput of a real `dwcp-agent send` against `iperf3 -P N` (root for CPU).
+    Transfer(transfer::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
+        Command::Transfer(options) => transfer::run(&options),
     }
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use dwcp_agent::probe::Probes;
 use serde::Serialize;
 
-use crate::{loopback, results};
+use crate::{loopback, results, stats::median};
 
 /// Options of `dwcp-bench probe-overhead`.
 #[derive(Debug, clap::Args)]
@@ -138,16 +138,6 @@ fn accumulate(costs: &mut Vec<ProgramCost>, probes: &Probes) {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 fn render(r: &Report) -> String {
     let mut out = String::new();
     out.push_str("## Probe overhead (loopback TCP, one stream, probes tracking the sender)\n\n");
@@ -177,16 +167,4 @@ fn render(r: &Report) -> String {
         ));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
-    }
 }

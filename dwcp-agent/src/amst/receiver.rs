@@ -197,9 +197,7 @@ impl Receiver {
                         tracing::warn!(error = %err, "Cannot start a connection thread");
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(200))
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => wait_readable(&listener, 200),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "Accept failed");
@@ -562,6 +560,18 @@ impl Session {
         File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &self.state)
     }
+}
+
+/// Waits until `listener` has a connection to accept, or `timeout_ms` passed.
+fn wait_readable(listener: &TcpListener, timeout_ms: i32) {
+    use std::os::fd::AsRawFd as _;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `fd` is one valid pollfd for a listener that outlives the call.
+    unsafe { libc::poll(&raw mut fd, 1, timeout_ms) };
 }
 
 /// Saves a session's resume record on its own thread, so that the `fdatasync` it needs

@@ -123,6 +123,19 @@ impl Scheduler {
         self.lock().remaining == 0
     }
 
+    /// Waits up to `timeout` for completion; returns whether the transfer is complete.
+    pub fn wait_complete(&self, timeout: std::time::Duration) -> bool {
+        let s = self.lock();
+        if s.remaining == 0 {
+            return true;
+        }
+        let (s, _) = self
+            .changed
+            .wait_timeout(s, timeout)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.remaining == 0
+    }
+
     /// Blocks not yet acknowledged.
     pub fn remaining(&self) -> u64 {
         self.lock().remaining

@@ -186,36 +186,71 @@ pub fn send_file(
         StreamCount::Auto { max } => Some(AutoStreams::new(4, max)),
     };
     let initial = auto.as_ref().map_or(max_streams, AutoStreams::current);
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    let spawn = |index: usize| -> Result<JoinHandle<()>, AmstError> {
-        let (r, w) = connect(addr, psk, Role::Data { session }, options)?;
-        if let Some(on_stream) = hooks.on_stream
-            && let Ok(local) = w_local_addr(&w)
-        {
-            on_stream(local);
-        }
-        let shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name(format!("dwcp-stream-{index}"))
-            .spawn(move || run_stream(index, r, w, &shared))
-            .map_err(|source| AmstError::File {
-                what: "Cannot start stream thread for",
-                path: path.display().to_string(),
-                source,
+    // Slot `i` runs stream `i`; streams at or above the wanted count stop (shedding), and
+    // growing refills the lowest free slots so indices stay below the wanted count.
+    let mut workers: Vec<Option<JoinHandle<()>>> = Vec::new();
+    let grow_to = |workers: &mut Vec<Option<JoinHandle<()>>>, n: usize| -> Result<(), AmstError> {
+        let free: Vec<usize> = (0..n)
+            .filter(|&i| {
+                workers
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_none_or(JoinHandle::is_finished)
             })
+            .collect();
+        // Connect and authenticate all new streams at once, not one after another.
+        let connected: Vec<_> = thread::scope(|scope| {
+            let pending: Vec<_> = free
+                .iter()
+                .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
+                .collect();
+            pending
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(AmstError::Invalid("connect thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for (index, conn) in free.into_iter().zip(connected) {
+            let (r, w) = conn?;
+            if let Some(on_stream) = hooks.on_stream
+                && let Ok(local) = w_local_addr(&w)
+            {
+                on_stream(local);
+            }
+            let shared = Arc::clone(&shared);
+            let handle = thread::Builder::new()
+                .name(format!("dwcp-stream-{index}"))
+                .spawn(move || run_stream(index, r, w, &shared))
+                .map_err(|source| AmstError::File {
+                    what: "Cannot start stream thread for",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            if workers.len() <= index {
+                workers.resize_with(index + 1, || None);
+            }
+            if let Some(old) = workers[index].replace(handle) {
+                let _ = old.join();
+            }
+        }
+        Ok(())
     };
     shared.wanted.store(initial, Ordering::SeqCst);
-    for i in 0..initial {
-        workers.push(spawn(i)?);
-    }
+    grow_to(&mut workers, initial)?;
     let mut peak_streams = initial;
 
     let mut last_tick = Instant::now();
     let mut last_bytes = 0u64;
     let mut last_retx = kernel_retransmits(probes);
-    while !scheduler.is_complete() {
-        thread::sleep(Duration::from_millis(100));
-        let alive = workers.iter().filter(|w| !w.is_finished()).count();
+    while !scheduler.wait_complete(Duration::from_millis(100)) {
+        let alive = workers
+            .iter()
+            .flatten()
+            .filter(|w| !w.is_finished())
+            .count();
         if let Some(on_progress) = hooks.on_progress {
             let done = (total_blocks - scheduler.remaining()) * u64::from(block_size);
             on_progress(Progress {
@@ -256,11 +291,7 @@ pub fn send_file(
                     "Auto stream count"
                 );
                 shared.wanted.store(n, Ordering::SeqCst);
-                let mut index = workers.len();
-                while workers.iter().filter(|w| !w.is_finished()).count() < n {
-                    workers.push(spawn(index)?);
-                    index += 1;
-                }
+                grow_to(&mut workers, n)?;
                 peak_streams = peak_streams.max(n);
             }
         }
@@ -268,7 +299,7 @@ pub fn send_file(
     let elapsed = start.elapsed();
     let final_streams = shared.wanted.load(Ordering::SeqCst);
     scheduler.stop();
-    for worker in workers {
+    for worker in workers.into_iter().flatten() {
         let _ = worker.join();
     }
     // Blocks the receiver already had were never read here: hash them from the source.

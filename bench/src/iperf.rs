@@ -1,0 +1,149 @@
+//! iperf3 as the peer: a one-shot server and a client moving a fixed byte count over
+//! N parallel streams, read from its JSON output.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::process::{self, Server};
+
+/// One iperf3 run.
+#[derive(Clone, Debug, Serialize)]
+pub struct IperfRun {
+    /// Parallel streams (`-P`).
+    pub streams: usize,
+    /// `end.sum_received.bits_per_second`.
+    pub bits_per_second: f64,
+    /// `end.sum_received.bytes`.
+    pub bytes: u64,
+    /// `end.sum_received.seconds`.
+    pub seconds: f64,
+    /// `end.sum_sent.retransmits` (the client's kernel count).
+    pub retransmits: Option<u64>,
+    /// `end.cpu_utilization_percent.host_total` (client process, getrusage, % of one core).
+    pub client_cpu_percent: Option<f64>,
+    /// `end.cpu_utilization_percent.remote_total` (server process).
+    pub server_cpu_percent: Option<f64>,
+    /// Server and client command lines.
+    pub commands: [String; 2],
+}
+
+impl IperfRun {
+    /// Client CPU seconds per GB received (from its own getrusage percentage).
+    pub fn client_cpu_per_gb(&self) -> Option<f64> {
+        self.client_cpu_percent
+            .map(|p| p / 100.0 * self.seconds / (self.bytes as f64 / 1e9))
+    }
+
+    /// Server CPU seconds per GB received.
+    pub fn server_cpu_per_gb(&self) -> Option<f64> {
+        self.server_cpu_percent
+            .map(|p| p / 100.0 * self.seconds / (self.bytes as f64 / 1e9))
+    }
+}
+
+/// `iperf3 --version`'s first line, or why not.
+pub fn version() -> anyhow::Result<String> {
+    let out = Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .context("Cannot run iperf3 (install it: `apt-get install iperf3`)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("iperf3 (unknown version)")
+        .trim()
+        .to_owned())
+}
+
+/// `iperf3 -s -1 -p PORT` plus `iperf3 -c 127.0.0.1 -p PORT -P N -n BYTES -J`; their
+/// output goes to `<log_stem>-server.*` and `<log_stem>-client.*`.
+pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfRun> {
+    let stem = |what: &str| {
+        let mut name = log_stem.as_os_str().to_owned();
+        name.push(what);
+        std::path::PathBuf::from(name)
+    };
+    let port = process::free_port()?;
+    let mut server_cmd = Command::new("iperf3");
+    server_cmd.args(["-s", "-1", "-p", &port.to_string()]);
+    let mut server = Server::spawn(&mut server_cmd, "the iperf3 server", &stem("-server"))?;
+    server.wait_listening(port, Duration::from_secs(10))?;
+    let mut client_cmd = Command::new("iperf3");
+    client_cmd.args([
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-P",
+        &streams.to_string(),
+        "-n",
+        &bytes.to_string(),
+        "-J",
+    ]);
+    let client_line = process::display(&client_cmd);
+    let done = process::run(&mut client_cmd, &stem("-client"), Duration::from_secs(900))?;
+    let server_line = server.command.clone();
+    server.wait_or_kill(Duration::from_secs(5))?;
+    let json: Value = serde_json::from_str(&done.stdout)
+        .with_context(|| format!("`{client_line}` printed no JSON ({})", done.status))?;
+    if let Some(error) = json.get("error").and_then(Value::as_str) {
+        bail!("`{client_line}` failed: {error}");
+    }
+    if !done.status.success() {
+        bail!("`{client_line}` exited with {}", done.status);
+    }
+    parse(&json, streams, [server_line, client_line])
+}
+
+fn parse(json: &Value, streams: usize, commands: [String; 2]) -> anyhow::Result<IperfRun> {
+    let received = json
+        .pointer("/end/sum_received")
+        .context("iperf3 JSON has no end.sum_received")?;
+    let num = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("iperf3 JSON has no end.sum_received.{key}"))
+    };
+    let cpu = |key: &str| {
+        json.pointer(&format!("/end/cpu_utilization_percent/{key}"))
+            .and_then(Value::as_f64)
+    };
+    Ok(IperfRun {
+        streams,
+        bits_per_second: num(received, "bits_per_second")?,
+        bytes: received
+            .get("bytes")
+            .and_then(Value::as_u64)
+            .context("iperf3 JSON has no end.sum_received.bytes")?,
+        seconds: num(received, "seconds")?,
+        retransmits: json
+            .pointer("/end/sum_sent/retransmits")
+            .and_then(Value::as_u64),
+        client_cpu_percent: cpu("host_total"),
+        server_cpu_percent: cpu("remote_total"),
+        commands,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_received_rate_and_cpu() {
+        let json: Value = serde_json::from_str(
+            r#"{"end": {"sum_received": {"bytes": 2000000000, "seconds": 1.0,
+                "bits_per_second": 16e9}, "sum_sent": {"retransmits": 3},
+                "cpu_utilization_percent": {"host_total": 50.0, "remote_total": 80.0}}}"#,
+        )
+        .unwrap();
+        let run = parse(&json, 4, [String::new(), String::new()]).unwrap();
+        assert_eq!(run.bits_per_second, 16e9);
+        assert_eq!(run.retransmits, Some(3));
+        assert_eq!(run.client_cpu_per_gb(), Some(0.25));
+        assert_eq!(run.server_cpu_per_gb(), Some(0.4));
+    }
+}
