@@ -2,11 +2,14 @@
 //!
 //! Each subcommand lives in its own module with its own options:
 //! - `setup`: install what building and testing need (idempotent; a second run is a no-op);
-//! - `test`: the full check CI runs (setup, fmt, clippy for host and eBPF, nextest);
+//! - `test`: the full check CI runs (setup, fmt, clippy for host and eBPF, nextest, a
+//!   bounded fuzz run);
+//! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time each;
 //! - `run`: build the agent in release and run it in the foreground (the main job);
 //! - `install`: install the agent binary, its systemd unit and a default config.
 
 mod cmd;
+mod fuzz;
 mod install;
 mod run;
 mod setup;
@@ -36,8 +39,11 @@ struct Cli {
 enum Command {
     /// Install packages, toolchains and bpf-linker this project needs (idempotent).
     Setup(setup::Options),
-    /// Run setup, fmt, clippy (host and eBPF) and the test suite, as CI does.
+    /// Run setup, fmt, clippy (host and eBPF), the test suite and the fuzz targets, as CI
+    /// does.
     Test(test::Options),
+    /// Run every fuzz target (or one) for a bounded time; a crash fails with its reproducer.
+    Fuzz(fuzz::Options),
     /// Build the agent in release and run it in the foreground.
     Run(run::Options),
     /// Install the agent binary, its systemd unit and a default config.
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Run(opts) => run::run(&opts),
         Command::Install(opts) => install::run(&opts),
     };

@@ -3,10 +3,12 @@
 //! Every item is checked first and installed only when missing, so a second run is a
 //! quick no-op printing one `ok: already present` line per item. The items, in order:
 //! Debian packages (root only), the host toolchain and cargo-nextest, the eBPF nightly
-//! with `rust-src`, bpf-linker linked against that nightly's libLLVM, and a mounted
-//! tracefs (root only). Missing root is a warning, a failed item an error.
+//! with `rust-src`, cargo-fuzz (run with that nightly), bpf-linker linked against that
+//! nightly's libLLVM, and a mounted tracefs (root only). Missing root is a warning, a
+//! failed item an error.
 
 mod bpf_linker;
+mod fuzz;
 mod packages;
 mod report;
 mod rust;
@@ -44,12 +46,14 @@ pub fn run(_opts: &Options) -> Result<()> {
     rust::ensure_toolchain(&mut report, &host, &triple);
     rust::ensure_nextest(&mut report, &root, &host);
     rust::ensure_toolchain(&mut report, &ebpf, &triple);
+    fuzz::ensure(&mut report, &root, &host);
     bpf_linker::ensure(&mut report, &host, &ebpf);
     tracefs::ensure(&mut report);
     let cargo_bin = sys::cargo_bin()?;
     if !sys::on_path(&cargo_bin) {
         sys::warn(format!(
-            "{} is not on PATH: add it, or cargo-nextest and bpf-linker will not be found",
+            "{} is not on PATH: add it, or cargo-nextest, cargo-fuzz and bpf-linker will not \
+             be found",
             cargo_bin.display()
         ));
     }

@@ -1,16 +1,21 @@
 //! `cargo xtask test`: the full check CI runs, in order, stopping at the first failure:
 //! setup, `cargo fmt --check`, clippy on the host crates, clippy on the eBPF crate (with
-//! the pinned nightly, for `bpfel-unknown-none`), then the tests with nextest's `ci`
-//! profile (`.config/nextest.toml`; JUnit report in `target/nextest/ci/junit.xml`).
+//! the pinned nightly, for `bpfel-unknown-none`), the tests with nextest's `ci` profile
+//! (`.config/nextest.toml`; JUnit report in `target/nextest/ci/junit.xml`), then a bounded
+//! run of every fuzz target (`cargo xtask fuzz`, [`fuzz::DEFAULT_SECONDS`] each unless
+//! `--fuzz-seconds` says otherwise).
 //!
 //! The privileged tests (eBPF, network namespaces) need root; run as another user, this
 //! says so loudly before and after the run.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, setup, sys, toolchain::Toolchain};
+use crate::{cmd, fuzz, setup, sys, toolchain::Toolchain};
 
 /// The one crate that is built for the eBPF target instead of the host.
 const EBPF_CRATE: &str = "dwcp-ebpf";
@@ -28,6 +33,12 @@ pub struct Options {
     /// Run only the tests matching this nextest filterset, e.g. `test(/privileged::/)`.
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
+    /// Seconds of fuzzing per fuzz target after the tests; 0 skips fuzzing.
+    #[arg(long, value_name = "N", default_value_t = fuzz::DEFAULT_SECONDS)]
+    pub fuzz_seconds: u64,
+    /// The cargo-fuzz project (default: `fuzz/` at the workspace root).
+    #[arg(long, value_name = "DIR")]
+    pub fuzz_dir: Option<PathBuf>,
     /// Extra arguments for `cargo nextest run` (after `--`).
     #[arg(last = true, value_name = "NEXTEST_ARGS")]
     pub nextest_args: Vec<String>,
@@ -56,6 +67,10 @@ fn run_steps(opts: &Options) -> Result<()> {
         println!("==> {name}");
         cmd::run(&mut command).with_context(|| format!("Step `{name}` failed"))?;
     }
+    println!("==> fuzz");
+    fuzz::Project::new(&root, opts.fuzz_dir.as_deref())
+        .and_then(|project| project.fuzz(None, opts.fuzz_seconds))
+        .context("Step `fuzz` failed")?;
     println!("test: all steps passed");
     Ok(())
 }
