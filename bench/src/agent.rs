@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::process::{self, Server};
 
@@ -32,32 +32,8 @@ pub fn require_binary(path: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("Resolve {}", path.display()))
 }
 
-/// The JSON summary `dwcp-agent send --json` prints.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct SendSummary {
-    /// Payload bytes moved.
-    pub bytes: u64,
-    /// Wall time of the transfer as the sender measured it.
-    pub seconds: f64,
-    /// Payload bits per second.
-    pub goodput_bps: f64,
-    /// Streams used at the end.
-    pub streams: usize,
-    /// Bytes the kernel counted on the sender's sockets.
-    pub kernel_tx_bytes: Option<u64>,
-    /// Retransmitted segments (kernel).
-    pub retransmits: Option<u64>,
-    /// CPU seconds of the sender's threads (kernel).
-    pub cpu_seconds: Option<f64>,
-    /// BLAKE3 of the content, as verified by the receiver.
-    pub digest: String,
-    /// Blocks the receiver already had (should be 0 here).
-    #[serde(default)]
-    pub resumed_blocks: u64,
-    /// Blocks sent again after a stream failed.
-    #[serde(default)]
-    pub resent_blocks: u64,
-}
+/// The JSON summary `dwcp-agent send --json` prints (the agent's own type).
+pub use dwcp_agent::amst::summary::Summary as SendSummary;
 
 /// One `dwcp-agent send` run.
 #[derive(Clone, Debug, Serialize)]

@@ -785,6 +785,7 @@ mod tests {
                     digest: String::new(),
                     resumed_blocks: 0,
                     resent_blocks: 0,
+                    failed_streams: 0,
                 },
                 process_seconds: 16.0 / gbps,
                 command: "dwcp-agent send".into(),

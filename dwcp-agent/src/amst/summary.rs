@@ -1,9 +1,9 @@
 //! What a finished transfer reports.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary printed by `dwcp-agent send` (and as JSON with `--json`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Payload bytes moved (excluding blocks the receiver already held).
     pub bytes: u64,
@@ -22,10 +22,13 @@ pub struct Summary {
     /// BLAKE3 digest of the whole content, as verified by the receiver.
     pub digest: String,
     /// Blocks skipped because the receiver already had them (resume).
+    #[serde(default)]
     pub resumed_blocks: u64,
     /// Blocks sent again after a stream failed.
+    #[serde(default)]
     pub resent_blocks: u64,
     /// Streams that failed during the transfer.
+    #[serde(default)]
     pub failed_streams: usize,
 }
 
