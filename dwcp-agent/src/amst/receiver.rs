@@ -537,11 +537,9 @@ impl Session {
     }
 
     fn mark(&self, seq: u64) {
-        if let Some(slot) = usize::try_from(seq)
-            .ok()
-            .and_then(|i| self.lock_have().get_mut(i).map(|s| *s = true))
-        {
-            slot
+        let mut have = self.lock_have();
+        if let Some(slot) = usize::try_from(seq).ok().and_then(|i| have.get_mut(i)) {
+            *slot = true;
         }
     }
 

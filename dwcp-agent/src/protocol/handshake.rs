@@ -93,6 +93,35 @@ fn random_nonce() -> [u8; 32] {
     rand::random()
 }
 
+/// The server's proof: the Hello, the server nonce, version and capabilities (not the
+/// proof field of the challenge itself).
+fn server_proof(
+    psk: &Psk,
+    hello: &[u8; HELLO_LEN],
+    challenge: &[u8; CHALLENGE_LEN],
+) -> Hmac<Sha256> {
+    let mut mac = psk.mac();
+    mac.update(b"dwcp/1 server");
+    mac.update(hello);
+    mac.update(&challenge[16..48]);
+    mac.update(&challenge[4..6]);
+    mac.update(&challenge[8..16]);
+    mac
+}
+
+/// The client's proof: the Hello and the whole Challenge.
+fn client_proof(
+    psk: &Psk,
+    hello: &[u8; HELLO_LEN],
+    challenge: &[u8; CHALLENGE_LEN],
+) -> Hmac<Sha256> {
+    let mut mac = psk.mac();
+    mac.update(b"dwcp/1 client");
+    mac.update(hello);
+    mac.update(challenge);
+    mac
+}
+
 /// Client side: authenticates the server, proves the key, waits for the verdict.
 pub fn client<S: Read + Write>(s: &mut S, psk: &Psk, role: Role) -> Result<Agreed, ProtocolError> {
     let mut hello = [0u8; HELLO_LEN];
@@ -126,22 +155,17 @@ pub fn client<S: Read + Write>(s: &mut S, psk: &Psk, role: Role) -> Result<Agree
     let mut caps = [0u8; 8];
     caps.copy_from_slice(&challenge[8..16]);
     let capabilities = u64::from_le_bytes(caps);
-    let mut mac = psk.mac();
-    mac.update(b"dwcp/1 server");
-    mac.update(&hello);
-    mac.update(&challenge[16..48]);
-    mac.update(&challenge[4..6]);
-    mac.update(&challenge[8..16]);
-    mac.verify_slice(&challenge[48..80])
+    server_proof(psk, &hello, &challenge)
+        .verify_slice(&challenge[48..80])
         .map_err(|_| ProtocolError::AuthFailed)?;
 
-    let mut mac = psk.mac();
-    mac.update(b"dwcp/1 client");
-    mac.update(&hello);
-    mac.update(&challenge);
     let mut auth = [0u8; AUTH_LEN];
     auth[0..4].copy_from_slice(b"DWCA");
-    auth[8..40].copy_from_slice(&mac.finalize().into_bytes());
+    auth[8..40].copy_from_slice(
+        &client_proof(psk, &hello, &challenge)
+            .finalize()
+            .into_bytes(),
+    );
     s.write_all(&auth)?;
     s.flush()?;
 
@@ -199,13 +223,10 @@ pub fn server<S: Read + Write>(
     challenge[4..6].copy_from_slice(&VERSION.to_le_bytes());
     challenge[8..16].copy_from_slice(&capabilities.to_le_bytes());
     challenge[16..48].copy_from_slice(&random_nonce());
-    let mut mac = psk.mac();
-    mac.update(b"dwcp/1 server");
-    mac.update(&hello);
-    mac.update(&challenge[16..48]);
-    mac.update(&challenge[4..6]);
-    mac.update(&challenge[8..16]);
-    challenge[48..80].copy_from_slice(&mac.finalize().into_bytes());
+    let proof = server_proof(psk, &hello, &challenge)
+        .finalize()
+        .into_bytes();
+    challenge[48..80].copy_from_slice(&proof);
     s.write_all(&challenge)?;
     s.flush()?;
 
@@ -214,11 +235,10 @@ pub fn server<S: Read + Write>(
     if &auth[0..4] != b"DWCA" {
         return Err(ProtocolError::BadMagic { what: "auth" });
     }
-    let mut mac = psk.mac();
-    mac.update(b"dwcp/1 client");
-    mac.update(&hello);
-    mac.update(&challenge);
-    let status = if mac.verify_slice(&auth[8..40]).is_err() {
+    let status = if client_proof(psk, &hello, &challenge)
+        .verify_slice(&auth[8..40])
+        .is_err()
+    {
         BAD_PROOF
     } else if matches!(role, Role::Data { session } if !session_known(session)) {
         UNKNOWN_SESSION
