@@ -49,7 +49,11 @@ impl TestReceiver {
     }
 
     fn start_with(listener: TcpListener) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(listener, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A receiver writing into `dir`.
+    fn start_in(listener: TcpListener, dir: tempfile::TempDir) -> Self {
         let receiver = Receiver::new(ReceiverConfig {
             dir: dir.path().to_owned(),
             psk: psk(),
@@ -143,6 +147,18 @@ fn random_file_arrives_bit_exact_over_several_streams() {
         vec!["random.bin"],
         "No temporary files may remain"
     );
+}
+
+#[test]
+fn receiving_on_tmpfs_with_an_unaligned_tail_stays_bit_exact() {
+    // Whole blocks go out with O_DIRECT where the filesystem allows it (ext4, and tmpfs
+    // since Linux 6.6), the unaligned tail through the page cache: both must agree.
+    let shm = tempfile::tempdir_in("/dev/shm").expect("tempdir on /dev/shm");
+    let rx = TestReceiver::start_in(TcpListener::bind("127.0.0.1:0").expect("bind"), shm);
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "shm.bin", 3 * (256 << 10) + 4096 + 17);
+    send(&src, &rx, &options(2)).expect("send");
+    assert_same(&src, &rx.path("shm.bin"));
 }
 
 #[test]

@@ -90,6 +90,9 @@ pub struct PoolTotals {
 #[derive(Debug)]
 struct Session {
     file: File,
+    /// The same file opened with `O_DIRECT`, when the filesystem supports it: whole,
+    /// aligned blocks go from the pool block to the device without a page-cache copy.
+    direct: Option<File>,
     part: PathBuf,
     state: PathBuf,
     target: PathBuf,
@@ -448,8 +451,10 @@ impl Receiver {
             .open(&part)
             .map_err(io("Cannot create", &part))?;
         file.set_len(size).map_err(io("Cannot size", &part))?;
+        let direct = open_direct(&part);
         Ok(Session {
             file,
+            direct,
             part,
             state,
             target,
@@ -495,8 +500,7 @@ impl Receiver {
             reader.read_payload(&header, buf)?;
             let payload = &buf[..header.payload_len as usize];
             session
-                .file
-                .write_all_at(payload, header.offset)
+                .write_block(payload, header.offset)
                 .map_err(|source| AmstError::File {
                     what: "Cannot write",
                     path: session.part.display().to_string(),
@@ -516,7 +520,42 @@ impl Receiver {
     }
 }
 
+/// Alignment `O_DIRECT` needs for buffer, offset and length (the largest logical block
+/// size in common use).
+const DIRECT_ALIGN: usize = 4096;
+
+fn is_direct_aligned(payload: &[u8], offset: u64) -> bool {
+    payload.len() % DIRECT_ALIGN == 0
+        && offset % DIRECT_ALIGN as u64 == 0
+        && (payload.as_ptr() as usize) % DIRECT_ALIGN == 0
+}
+
+/// Opens `path` for direct writes; `None` where the filesystem refuses (tmpfs).
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .inspect_err(|e| tracing::debug!(error = %e, "No O_DIRECT; writing through the page cache"))
+        .ok()
+}
+
 impl Session {
+    /// Writes a block at `offset`: directly when it is whole and aligned, else through
+    /// the page cache (the tail block, filesystems without `O_DIRECT`).
+    fn write_block(&self, payload: &[u8], offset: u64) -> std::io::Result<()> {
+        if let Some(direct) = &self.direct
+            && is_direct_aligned(payload, offset)
+        {
+            match direct.write_all_at(payload, offset) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                other => return other,
+            }
+        }
+        self.file.write_all_at(payload, offset)
+    }
+
     fn lock_have(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
         self.have
             .lock()
