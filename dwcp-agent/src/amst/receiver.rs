@@ -525,9 +525,9 @@ impl Receiver {
 const DIRECT_ALIGN: usize = 4096;
 
 fn is_direct_aligned(payload: &[u8], offset: u64) -> bool {
-    payload.len() % DIRECT_ALIGN == 0
-        && offset % DIRECT_ALIGN as u64 == 0
-        && (payload.as_ptr() as usize) % DIRECT_ALIGN == 0
+    payload.len().is_multiple_of(DIRECT_ALIGN)
+        && offset.is_multiple_of(DIRECT_ALIGN as u64)
+        && (payload.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
 }
 
 /// Opens `path` for direct writes; `None` where the filesystem refuses (tmpfs).
