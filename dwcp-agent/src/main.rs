@@ -59,8 +59,11 @@ struct ConfigArgs {
 
 #[derive(Debug, clap::Args)]
 struct SendArgs {
-    /// File or block device to send.
+    /// File or block device to send, or `-` for standard input (sent as a stream).
     path: PathBuf,
+    /// Name the receiver gives the data (required with `-`; default: the file's name).
+    #[arg(long)]
+    name: Option<String>,
     /// Receiving agent's DWCP address.
     #[arg(long)]
     to: std::net::SocketAddr,
@@ -195,6 +198,18 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    dwcp_agent::transfer_cli::send(&args.path, args.to, &psk, &options, args.json)?;
+    let source = if args.path.as_os_str() == "-" {
+        let name = args
+            .name
+            .as_deref()
+            .context("Sending standard input needs --name")?;
+        dwcp_agent::transfer_cli::Source::Stdin { name }
+    } else {
+        if args.name.is_some() {
+            anyhow::bail!("--name is only for standard input (`-`): a file keeps its name");
+        }
+        dwcp_agent::transfer_cli::Source::File(&args.path)
+    };
+    dwcp_agent::transfer_cli::send(source, args.to, &psk, &options, args.json)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The `dwcp-agent send` experience: probes for kernel figures, a progress bar, and the
 //! summary (text or JSON).
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, os::fd::AsFd as _, path::Path, time::Duration};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -9,15 +9,28 @@ use crate::{
     amst::{
         AmstError,
         sender::{Hooks, Progress, SendOptions, send_file},
+        stream::send::send_stream,
         summary::Summary,
     },
     probe::Probes,
     protocol::handshake::Psk,
 };
 
-/// Sends `path`, printing a progress bar on stderr and the summary on stdout.
+/// What to send.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A file or block device (random access, resumable).
+    File(&'a Path),
+    /// Standard input, delivered in order as `name` (a pipe or socket: read once).
+    Stdin {
+        /// Name of the file the receiver creates.
+        name: &'a str,
+    },
+}
+
+/// Sends `source`, printing a progress bar on stderr and the summary on stdout.
 pub fn send(
-    path: &Path,
+    source: Source<'_>,
     to: SocketAddr,
     psk: &Psk,
     options: &SendOptions,
@@ -34,8 +47,16 @@ pub fn send(
         }
     };
     let bar = ProgressBar::new(0);
+    let template = match source {
+        Source::File(_) => {
+            "{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}"
+        }
+        Source::Stdin { .. } => {
+            "{spinner} [{elapsed_precise}] {bytes} {binary_bytes_per_sec} {msg}"
+        }
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+        ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -49,7 +70,20 @@ pub fn send(
         on_stream: None,
         on_progress: Some(&on_progress),
     };
-    let result = send_file(path, to, psk, options, probes.as_ref(), &hooks);
+    let result = match source {
+        Source::File(path) => send_file(path, to, psk, options, probes.as_ref(), &hooks),
+        Source::Stdin { name } => {
+            let stdin =
+                std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().map_err(
+                    |source| AmstError::File {
+                        what: "Cannot use",
+                        path: "standard input".into(),
+                        source,
+                    },
+                )?);
+            send_stream(stdin, name, to, psk, options, &hooks)
+        }
+    };
     bar.finish_and_clear();
     let mut summary = result?;
     if let Some(probes) = &probes {

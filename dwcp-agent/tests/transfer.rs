@@ -10,104 +10,18 @@ mod common;
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
 };
 
-use dwcp_agent::{
-    amst::{
-        AmstError,
-        receiver::{Receiver, ReceiverConfig},
-        sender::{Hooks, SendOptions, StreamCount, send_file},
-        socket::SocketTuning,
-        summary::Summary,
-    },
-    protocol::handshake::Psk,
+use common::receiver::{KEY, TestReceiver, assert_same, psk, random_file};
+use dwcp_agent::amst::{
+    AmstError,
+    sender::{Hooks, SendOptions, StreamCount, send_file},
+    summary::Summary,
 };
-
-const KEY: &[u8] = b"a-test-key-of-32-bytes-for-dwcp!";
-
-fn psk() -> Psk {
-    Psk::new(KEY).expect("key")
-}
-
-/// An in-process receiver on a loopback port, stopped when dropped.
-struct TestReceiver {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TestReceiver {
-    fn start() -> Self {
-        Self::start_with(TcpListener::bind("127.0.0.1:0").expect("bind"))
-    }
-
-    fn start_with(listener: TcpListener) -> Self {
-        Self::start_in(listener, tempfile::tempdir().expect("tempdir"))
-    }
-
-    /// A receiver writing into `dir`.
-    fn start_in(listener: TcpListener, dir: tempfile::TempDir) -> Self {
-        let receiver = Receiver::new(ReceiverConfig {
-            dir: dir.path().to_owned(),
-            psk: psk(),
-            tuning: SocketTuning::default(),
-        })
-        .expect("receiver");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || receiver.serve(listener, &flag).expect("serve"));
-        Self {
-            addr,
-            dir,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
-            .expect("read dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TestReceiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn random_file(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let path = dir.join(name);
-    let mut f = std::fs::File::create(&path).expect("create");
-    let mut left = len;
-    let mut chunk = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = left.min(chunk.len());
-        rand::Rng::fill(&mut rand::rng(), &mut chunk[..n]);
-        f.write_all(&chunk[..n]).expect("write");
-        left -= n;
-    }
-    path
-}
+use dwcp_agent::protocol::handshake::Psk;
 
 fn options(streams: usize) -> SendOptions {
     SendOptions {
@@ -119,14 +33,6 @@ fn options(streams: usize) -> SendOptions {
 
 fn send(path: &Path, rx: &TestReceiver, opts: &SendOptions) -> Result<Summary, AmstError> {
     send_file(path, rx.addr, &psk(), opts, None, &Hooks::default())
-}
-
-fn assert_same(a: &Path, b: &Path) {
-    let (x, y) = (
-        std::fs::read(a).expect("read a"),
-        std::fs::read(b).expect("read b"),
-    );
-    assert!(x == y, "{} and {} differ", a.display(), b.display());
 }
 
 #[test]
@@ -418,6 +324,8 @@ mod raw {
             name: "raw.bin".into(),
             size: 2 * BLOCK,
             block_size: BLOCK as u32,
+            stream: false,
+            window: 0,
         };
         messages::send(&mut w, &offer).expect("offer");
         match messages::recv(&mut r).expect("accept") {

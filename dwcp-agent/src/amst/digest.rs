@@ -72,6 +72,33 @@ pub fn block_hash(data: &[u8]) -> [u8; 16] {
     twox_hash::XxHash3_128::oneshot(data).to_le_bytes()
 }
 
+/// The digest of a streamed transfer, built block by block in stream order:
+/// `BLAKE3("dwcp/1 stream" | len(0) (u32 LE) | H(0) | len(1) | H(1) | ...)`.
+#[derive(Debug)]
+pub struct StreamDigest(blake3::Hasher);
+
+impl Default for StreamDigest {
+    fn default() -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"dwcp/1 stream");
+        Self(h)
+    }
+}
+
+impl StreamDigest {
+    /// Adds the next block of the stream.
+    pub fn update(&mut self, block: &[u8]) {
+        let len = u32::try_from(block.len()).unwrap_or(u32::MAX);
+        self.0.update(&len.to_le_bytes());
+        self.0.update(&block_hash(block));
+    }
+
+    /// The digest so far, hex.
+    pub fn hex(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
 /// Digest of a whole file for a given block size (reads it once).
 pub fn file_digest(path: &Path, block_size: u64) -> std::io::Result<String> {
     let file = File::open(path)?;

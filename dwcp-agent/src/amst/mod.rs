@@ -18,6 +18,7 @@ pub mod receiver;
 pub mod scheduler;
 pub mod sender;
 pub mod socket;
+pub mod stream;
 pub mod summary;
 
 /// Errors of a transfer.

@@ -24,7 +24,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{AmstError, digest::BlockHashes, socket::SocketTuning};
+use super::{AmstError, digest::BlockHashes, socket::SocketTuning, stream::receive::StreamSession};
 use crate::pba::{BlockPool, PoolConfig};
 use crate::protocol::{
     ProtocolError,
@@ -68,7 +68,7 @@ pub struct ReceiverStats {
 #[derive(Debug)]
 pub struct Receiver {
     config: ReceiverConfig,
-    sessions: Mutex<HashMap<u64, Arc<Session>>>,
+    sessions: Mutex<HashMap<u64, Live>>,
     stats: Arc<ReceiverStats>,
     /// Block pools by block size: each data stream borrows one block as its buffer.
     pools: Mutex<HashMap<usize, BlockPool>>,
@@ -85,6 +85,13 @@ pub struct PoolTotals {
     pub overhead_ratio: f64,
     /// Total time callers waited for a block.
     pub acquire_wait: Duration,
+}
+
+/// A transfer data streams may join.
+#[derive(Clone, Debug)]
+enum Live {
+    File(Arc<Session>),
+    Stream(Arc<StreamSession>),
 }
 
 #[derive(Debug)]
@@ -241,7 +248,13 @@ impl Receiver {
                     tracing::warn!(error = %err, "Socket tuning failed");
                 }
                 self.stats.streams.fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = self.data(stream, &session) {
+                let result = match &session {
+                    Live::File(session) => self.data(stream, session),
+                    Live::Stream(session) => session.serve(stream).map(|bytes| {
+                        self.stats.payload_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    }),
+                };
+                if let Err(err) = result {
                     tracing::warn!(%peer, error = %crate::error_chain(&err), "Data stream failed");
                 }
                 self.stats.streams.fetch_sub(1, Ordering::Relaxed);
@@ -249,7 +262,7 @@ impl Receiver {
         }
     }
 
-    fn session(&self, id: u64) -> Option<Arc<Session>> {
+    fn session(&self, id: u64) -> Option<Live> {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -265,10 +278,18 @@ impl Receiver {
         let mut writer = FrameWriter::new(stream);
         let (transfer_id, name, size, block_size) = match messages::recv(&mut reader)? {
             Control::Offer {
+                name,
+                block_size,
+                stream: true,
+                window,
+                ..
+            } => return self.stream_control(&mut reader, &mut writer, &name, block_size, window),
+            Control::Offer {
                 transfer_id,
                 name,
                 size,
                 block_size,
+                ..
             } => (transfer_id, name, size, block_size),
             other => {
                 return Err(ProtocolError::Unexpected {
@@ -296,7 +317,7 @@ impl Receiver {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, Arc::clone(&session));
+            .insert(id, Live::File(Arc::clone(&session)));
         tracing::info!(
             name,
             size,
@@ -305,8 +326,7 @@ impl Receiver {
             "Transfer started"
         );
         let persister = Persister::start(Arc::clone(&session));
-        let result = self.finish(&mut reader, &mut writer, id, &session, have);
-        persister.stop();
+        let result = self.finish(&mut reader, &mut writer, id, &session, have, persister);
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -327,6 +347,7 @@ impl Receiver {
         id: u64,
         session: &Session,
         have: Vec<(u64, u64)>,
+        persister: Persister,
     ) -> Result<(), AmstError> {
         messages::send(
             writer,
@@ -352,6 +373,8 @@ impl Receiver {
                 .into());
             }
         };
+        // No resume record may be written from here on: the transfer is being finalized.
+        drop(persister);
         let missing = session.missing();
         if missing > 0 {
             return self.refuse(writer, format!("{missing} blocks never arrived"));
@@ -391,6 +414,67 @@ impl Receiver {
         Ok(())
     }
 
+    /// The control side of a streamed transfer: accept, wait for the end, verify.
+    fn stream_control(
+        &self,
+        reader: &mut FrameReader<TcpStream>,
+        writer: &mut FrameWriter<TcpStream>,
+        name: &str,
+        block_size: u32,
+        window: u64,
+    ) -> Result<(), AmstError> {
+        let opened = validate_name(name)
+            .and_then(|()| check_block_size(block_size))
+            .and_then(|()| StreamSession::open(&self.config.dir, name, block_size, window));
+        let session = match opened {
+            Ok(session) => Arc::new(session),
+            Err(err) => return self.refuse(writer, crate::error_chain(&err)),
+        };
+        let id: u64 = rand::random::<u64>() | 1;
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, Live::Stream(Arc::clone(&session)));
+        tracing::info!(name, block_size, window, "Stream transfer started");
+        let result = (|| {
+            messages::send(
+                writer,
+                &Control::Accept {
+                    session_id: id,
+                    have: Vec::new(),
+                },
+            )?;
+            let (size, expected) = match messages::recv(reader)? {
+                Control::End { size, blake3 } => (size, blake3),
+                Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+                other => {
+                    return Err(ProtocolError::Unexpected {
+                        expected: "end",
+                        got: other.kind().into(),
+                    }
+                    .into());
+                }
+            };
+            match session.finish(size, &expected) {
+                Ok(actual) => {
+                    messages::send(writer, &Control::Done { blake3: actual })?;
+                    self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(file = %session.target().display(), bytes = size, "Stream verified and in place");
+                    Ok(())
+                }
+                Err(reason) => self.refuse(writer, reason),
+            }
+        })();
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        if result.is_err() {
+            session.discard();
+        }
+        result
+    }
+
     fn refuse(&self, writer: &mut FrameWriter<TcpStream>, reason: String) -> Result<(), AmstError> {
         messages::send(
             writer,
@@ -409,11 +493,7 @@ impl Receiver {
         block_size: u32,
     ) -> Result<Session, AmstError> {
         validate_name(name)?;
-        if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
-            return Err(AmstError::Invalid(format!(
-                "block size {block_size} outside {MIN_BLOCK}..={MAX_BLOCK}"
-            )));
-        }
+        check_block_size(block_size)?;
         let dir = &self.config.dir;
         let part = dir.join(format!(".{name}.dwcp-part"));
         let state = dir.join(format!(".{name}.dwcp-state"));
@@ -642,13 +722,26 @@ impl Persister {
             .ok();
         Self { stop, thread }
     }
+}
 
-    fn stop(mut self) {
+impl Drop for Persister {
+    /// Stops the thread and waits for it, so no record is written after this returns.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
             let _ = thread.join();
         }
+    }
+}
+
+fn check_block_size(block_size: u32) -> Result<(), AmstError> {
+    if (MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        Ok(())
+    } else {
+        Err(AmstError::Invalid(format!(
+            "block size {block_size} outside {MIN_BLOCK}..={MAX_BLOCK}"
+        )))
     }
 }
 

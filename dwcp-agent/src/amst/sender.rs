@@ -146,6 +146,8 @@ pub fn send_file(
             name,
             size,
             block_size,
+            stream: false,
+            window: 0,
         },
     )?;
     let (session, have) = match messages::recv(&mut control_r)? {
@@ -351,14 +353,14 @@ pub fn send_file(
     })
 }
 
-fn unexpected(expected: &'static str, got: &Control) -> AmstError {
+pub(super) fn unexpected(expected: &'static str, got: &Control) -> AmstError {
     AmstError::Protocol(crate::protocol::ProtocolError::Unexpected {
         expected,
         got: got.kind().into(),
     })
 }
 
-fn w_local_addr(w: &FrameWriter<TcpStream>) -> std::io::Result<SocketAddr> {
+pub(super) fn w_local_addr(w: &FrameWriter<TcpStream>) -> std::io::Result<SocketAddr> {
     w.get_ref().local_addr()
 }
 
@@ -382,7 +384,7 @@ fn source_size(file: &File) -> std::io::Result<u64> {
 }
 
 /// Opens and authenticates one connection.
-fn connect(
+pub(super) fn connect(
     addr: SocketAddr,
     psk: &Psk,
     role: Role,
@@ -436,13 +438,59 @@ impl Shared {
     }
 }
 
-/// Blocks sent on one stream and not yet acknowledged.
-struct InFlight {
+/// Blocks sent on one stream and not yet acknowledged, and whether the stream died.
+pub(super) struct InFlight {
     seqs: Mutex<(VecDeque<u64>, bool)>,
     changed: Condvar,
 }
 
 impl InFlight {
+    /// Room for `window` blocks.
+    pub(super) fn new(window: usize) -> Self {
+        Self {
+            seqs: Mutex::new((VecDeque::with_capacity(window), false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits while `window` blocks are in flight; false once the stream is dead.
+    pub(super) fn wait_room(&self, window: usize) -> bool {
+        let mut g = self.lock();
+        while g.0.len() >= window && !g.1 {
+            g = self
+                .changed
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !g.1
+    }
+
+    /// Records `seq` as sent; false (and not recorded) once the stream is dead.
+    pub(super) fn push(&self, seq: u64) -> bool {
+        let mut g = self.lock();
+        if g.1 {
+            return false;
+        }
+        g.0.push_back(seq);
+        true
+    }
+
+    /// Blocks in flight now.
+    pub(super) fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    /// Marks the stream dead, keeping the record of what it owed.
+    pub(super) fn stop(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// True once the stream is dead.
+    pub(super) fn is_dead(&self) -> bool {
+        self.lock().1
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<u64>, bool)> {
         self.seqs
             .lock()
@@ -450,7 +498,7 @@ impl InFlight {
     }
 
     /// Marks the stream dead and returns what it still owed (once).
-    fn kill(&self) -> Vec<u64> {
+    pub(super) fn kill(&self) -> Vec<u64> {
         let mut g = self.lock();
         let owed = if g.1 {
             Vec::new()
@@ -470,16 +518,23 @@ fn run_stream(
     mut writer: FrameWriter<TcpStream>,
     shared: &Arc<Shared>,
 ) {
-    let in_flight = Arc::new(InFlight {
-        seqs: Mutex::new((VecDeque::new(), false)),
-        changed: Condvar::new(),
-    });
+    let in_flight = Arc::new(InFlight::new(shared.window));
     let acks = {
         let in_flight = Arc::clone(&in_flight);
         let shared = Arc::clone(shared);
         thread::Builder::new()
             .name(format!("dwcp-acks-{index}"))
-            .spawn(move || read_acks(index, reader, &in_flight, &shared))
+            .spawn(move || {
+                let result = read_acks(reader, &in_flight, |header| {
+                    shared.scheduler.ack(header.seq);
+                });
+                if let Err(err) = result {
+                    shared.fail(index, &err);
+                    shared.scheduler.give_back(in_flight.kill());
+                } else {
+                    in_flight.kill();
+                }
+            })
     };
     let Ok(acks) = acks else {
         shared.scheduler.give_back(in_flight.kill());
@@ -507,30 +562,16 @@ fn write_blocks(
         if index >= shared.wanted.load(Ordering::Relaxed) {
             return Ok(());
         }
-        {
-            let mut g = in_flight.lock();
-            while g.0.len() >= shared.window && !g.1 {
-                g = in_flight
-                    .changed
-                    .wait(g)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            if g.1 {
-                // The acknowledgement reader failed; it has recorded why.
-                return Ok(());
-            }
+        if !in_flight.wait_room(shared.window) {
+            // The acknowledgement reader failed; it has recorded why.
+            return Ok(());
         }
         let Some(seq) = shared.scheduler.next() else {
             return Ok(());
         };
-        {
-            let mut g = in_flight.lock();
-            if g.1 {
-                drop(g);
-                shared.scheduler.give_back([seq]);
-                return Ok(());
-            }
-            g.0.push_back(seq);
+        if !in_flight.push(seq) {
+            shared.scheduler.give_back([seq]);
+            return Ok(());
         }
         let offset = seq * shared.block_size;
         let len = usize::try_from(shared.block_size.min(shared.size - offset)).unwrap_or(0);
@@ -550,12 +591,14 @@ fn write_blocks(
     }
 }
 
-fn read_acks(
-    index: usize,
+/// Reads acknowledgements until the receiver closes the stream, checking that each one
+/// is for the oldest block in flight and handing it to `on_ack`. Closes the socket on
+/// failure (the caller decides what the stream still owed becomes).
+pub(super) fn read_acks(
     mut reader: FrameReader<TcpStream>,
     in_flight: &InFlight,
-    shared: &Shared,
-) {
+    mut on_ack: impl FnMut(&crate::protocol::frame::FrameHeader),
+) -> Result<(), AmstError> {
     let result = (|| -> Result<(), AmstError> {
         loop {
             let Some(header) = reader.read_header()? else {
@@ -587,15 +630,11 @@ fn read_acks(
                 }
             }
             drop(g);
-            shared.scheduler.ack(header.seq);
+            on_ack(&header);
         }
     })();
-    if let Err(err) = result {
-        shared.fail(index, &err);
-        let owed = in_flight.kill();
-        shared.scheduler.give_back(owed);
+    if result.is_err() {
         let _ = reader.get_ref().shutdown(Shutdown::Both);
-    } else {
-        in_flight.kill();
     }
+    result
 }

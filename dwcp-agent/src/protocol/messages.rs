@@ -27,8 +27,14 @@ pub enum Control {
         name: String,
         /// Total bytes.
         size: u64,
-        /// Bytes per block (the last one may be shorter).
+        /// Bytes per block (the last one may be shorter); for a stream, the largest block.
         block_size: u32,
+        /// A stream of unknown length delivered in order (`size` is 0), not a file.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
+        /// For a stream: blocks the receiver may hold out of order (its reorder ring).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        window: u64,
     },
     /// Receiver accepts and lists blocks it already holds durably (resume).
     Accept {
@@ -54,6 +60,10 @@ pub enum Control {
         /// Why.
         reason: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Control {
@@ -125,6 +135,8 @@ mod tests {
             name: "disk.img".into(),
             size: 5,
             block_size: 1 << 20,
+            stream: false,
+            window: 0,
         };
         let mut w = FrameWriter::new(Vec::new());
         send(&mut w, &msg).unwrap();

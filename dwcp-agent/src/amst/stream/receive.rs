@@ -1,0 +1,237 @@
+//! Receiving a stream: blocks arrive on any data stream in any order, wait in a
+//! fixed reorder ring (one slot per block of the sender's window, no allocation per
+//! block), and are written to the sink strictly in order.
+//!
+//! Each acknowledgement's offset field carries how many blocks have been delivered, so
+//! the sender never runs more than the window ahead of delivery: memory stays bounded
+//! whichever stream is slow. The sink is `.<name>.dwcp-part` in the receive directory,
+//! written sequentially, fsynced and renamed to `<name>` once the digest matches.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    net::TcpStream,
+    path::{Path, PathBuf},
+    sync::{Condvar, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use crate::{
+    amst::{AmstError, digest::StreamDigest},
+    pba::{Block, BlockPool, PoolConfig},
+    protocol::{
+        ProtocolError,
+        frame::{FrameHeader, FrameReader, FrameType, FrameWriter},
+    },
+};
+
+/// Largest reorder window a sender may ask for, in blocks.
+pub const MAX_WINDOW: u64 = 1024;
+/// Largest reorder memory a sender may ask for (window × block size).
+pub const MAX_REORDER_BYTES: u64 = 1 << 30;
+
+/// One stream being received.
+#[derive(Debug)]
+pub struct StreamSession {
+    part: PathBuf,
+    target: PathBuf,
+    block_size: u32,
+    window: u64,
+    pool: BlockPool,
+    state: Mutex<Reorder>,
+    delivered: Condvar,
+}
+
+#[derive(Debug)]
+struct Reorder {
+    /// Next block to deliver.
+    next: u64,
+    /// Byte offset the next block must start at.
+    next_offset: u64,
+    /// Slot `seq % window` holds block `seq` once it arrived early.
+    ring: Vec<Option<(u64, Block)>>,
+    sink: File,
+    digest: StreamDigest,
+    /// Set when the sink failed: every stream stops with this reason.
+    failed: Option<String>,
+}
+
+impl StreamSession {
+    /// Opens the sink for stream `name` in `dir` with a reorder `window` of blocks of
+    /// at most `block_size` bytes.
+    pub fn open(dir: &Path, name: &str, block_size: u32, window: u64) -> Result<Self, AmstError> {
+        if !(1..=MAX_WINDOW).contains(&window)
+            || window.saturating_mul(u64::from(block_size)) > MAX_REORDER_BYTES
+        {
+            return Err(AmstError::Invalid(format!(
+                "reorder window of {window} blocks of {block_size} bytes (at most \
+                 {MAX_WINDOW} blocks and {MAX_REORDER_BYTES} bytes)"
+            )));
+        }
+        let part = dir.join(format!(".{name}.dwcp-part"));
+        let sink = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .map_err(|source| AmstError::File {
+                what: "Cannot create",
+                path: part.display().to_string(),
+                source,
+            })?;
+        let slots = usize::try_from(window).unwrap_or(1);
+        let pool = BlockPool::new(PoolConfig {
+            block_size: (block_size as usize)
+                .next_power_of_two()
+                .max(crate::pba::MIN_BLOCK_SIZE),
+            min_blocks: 1,
+            // The ring, plus one block being read on each possible stream.
+            max_blocks: (slots + *crate::amst::STREAM_RANGE.end()).min(crate::pba::MAX_BLOCKS),
+            prefault: false,
+            ..PoolConfig::default()
+        })?;
+        Ok(Self {
+            part,
+            target: dir.join(name),
+            block_size,
+            window,
+            pool,
+            state: Mutex::new(Reorder {
+                next: 0,
+                next_offset: 0,
+                ring: (0..slots).map(|_| None).collect(),
+                sink,
+                digest: StreamDigest::default(),
+                failed: None,
+            }),
+            delivered: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Reorder> {
+        // The ring and counters stay consistent at every await point of the holder.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serves one data stream of this session until the sender closes it.
+    pub fn serve(&self, stream: TcpStream) -> Result<u64, AmstError> {
+        let mut reader = FrameReader::new(
+            stream.try_clone().map_err(ProtocolError::Io)?,
+            self.block_size,
+        );
+        let mut writer = FrameWriter::new(stream);
+        let mut bytes = 0u64;
+        while let Some(header) = reader.read_header()? {
+            if header.kind != FrameType::Data {
+                return Err(ProtocolError::Unexpected {
+                    expected: "data",
+                    got: format!("{:?}", header.kind),
+                }
+                .into());
+            }
+            let mut block = self.pool.acquire(Duration::from_secs(30))?;
+            reader.read_payload(&header, block.as_mut_full())?;
+            block.set_len(header.payload_len as usize);
+            bytes += u64::from(header.payload_len);
+            let delivered = self.accept(&header, block)?;
+            writer.write_frame(FrameType::Ack, header.seq, delivered, &[])?;
+        }
+        Ok(bytes)
+    }
+
+    /// Places a verified block and delivers every block now in order; returns the
+    /// count of blocks delivered.
+    fn accept(&self, header: &FrameHeader, block: Block) -> Result<u64, AmstError> {
+        let mut s = self.lock();
+        if let Some(reason) = &s.failed {
+            return Err(AmstError::Aborted(reason.clone()));
+        }
+        let seq = header.seq;
+        if seq < s.next {
+            // A resend of a block that had arrived before its stream died.
+            return Ok(s.next);
+        }
+        if seq >= s.next + self.window {
+            return Err(ProtocolError::Malformed(format!(
+                "block {seq} beyond the reorder window ({} blocks from {})",
+                self.window, s.next
+            ))
+            .into());
+        }
+        let slot = usize::try_from(seq % self.window).unwrap_or(0);
+        if s.ring[slot].is_none() {
+            s.ring[slot] = Some((header.offset, block));
+        }
+        while let Some((offset, block)) = {
+            let next_slot = usize::try_from(s.next % self.window).unwrap_or(0);
+            s.ring[next_slot].take()
+        } {
+            if offset != s.next_offset {
+                let reason = format!(
+                    "block {} starts at offset {offset}, the stream is at {}",
+                    s.next, s.next_offset
+                );
+                s.failed = Some(reason.clone());
+                return Err(ProtocolError::Malformed(reason).into());
+            }
+            if let Err(source) = s.sink.write_all(&block) {
+                s.failed = Some(format!("Cannot write {}: {source}", self.part.display()));
+                return Err(AmstError::File {
+                    what: "Cannot write",
+                    path: self.part.display().to_string(),
+                    source,
+                });
+            }
+            s.digest.update(&block);
+            s.next += 1;
+            s.next_offset += block.len() as u64;
+            self.delivered.notify_all();
+        }
+        Ok(s.next)
+    }
+
+    /// After the sender's end message: waits until `size` bytes are delivered, checks
+    /// the digest, makes the file durable and moves it under its final name. Returns the
+    /// digest computed here.
+    pub fn finish(&self, size: u64, expected: &str) -> Result<String, String> {
+        let s = self.lock();
+        let (s, _) = self
+            .delivered
+            .wait_timeout_while(s, Duration::from_secs(30), |s| {
+                s.next_offset < size && s.failed.is_none()
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(reason) = &s.failed {
+            return Err(reason.clone());
+        }
+        if s.next_offset != size {
+            return Err(format!(
+                "End announces {size} bytes, {} were delivered",
+                s.next_offset
+            ));
+        }
+        let actual = s.digest.hex();
+        if actual != expected {
+            return Err(format!(
+                "Digest mismatch: sender {expected}, received data {actual}"
+            ));
+        }
+        s.sink
+            .sync_all()
+            .and_then(|()| std::fs::rename(&self.part, &self.target))
+            .map_err(|e| format!("Cannot finalize {}: {e}", self.target.display()))?;
+        Ok(actual)
+    }
+
+    /// Drops the partial file (failed or refused stream: nothing to resume from).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.part);
+    }
+
+    /// The final path.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}

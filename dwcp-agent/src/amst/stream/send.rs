@@ -1,0 +1,410 @@
+//! Sending a stream (a pipe, a socket, QEMU's migration channel): a reader thread cuts
+//! it into pool blocks in order, the data streams send them and keep each until its
+//! acknowledgement, so a failed stream's blocks can go out again on the others.
+
+use std::{
+    collections::VecDeque,
+    io::{ErrorKind, Read},
+    net::{Shutdown, SocketAddr, TcpStream},
+    os::fd::{AsFd, AsRawFd as _},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::outbox::{Outbox, Outgoing};
+use crate::{
+    amst::{
+        AmstError,
+        digest::StreamDigest,
+        sender::{
+            Hooks, InFlight, Progress, SendOptions, StreamCount, connect, read_acks, unexpected,
+            w_local_addr,
+        },
+        summary::Summary,
+    },
+    pba::{BlockPool, PoolConfig},
+    protocol::{
+        frame::{FrameReader, FrameType, FrameWriter},
+        handshake::{Psk, Role},
+        messages::{self, Control},
+    },
+};
+
+/// A partly filled block goes out after the source has been silent this long, so the
+/// tail of a burst (the last pages of a migration round) does not wait for more data.
+const FLUSH_AFTER_MS: i32 = 2;
+
+/// Streams used when `auto` is asked for a stream source (the auto controller adapts
+/// file transfers; streams use this fixed count for now).
+const AUTO_STREAMS_FOR_STREAMS: usize = 8;
+
+/// Sends everything `source` yields until end of file to the receiver at `addr`, which
+/// delivers it in order under `name`.
+pub fn send_stream<S: Read + AsFd + Send + 'static>(
+    source: S,
+    name: &str,
+    addr: SocketAddr,
+    psk: &Psk,
+    options: &SendOptions,
+    hooks: &Hooks<'_>,
+) -> Result<Summary, AmstError> {
+    let streams = match options.streams {
+        StreamCount::Fixed(n) => n,
+        StreamCount::Auto { max } => AUTO_STREAMS_FOR_STREAMS.min(max),
+    };
+    let window = options.window.max(1);
+    // The receiver may hold this many blocks out of order.
+    let reorder = (streams * window * 2).max(8) as u64;
+    let block_size = u32::try_from(options.block_size)
+        .map_err(|_| AmstError::Invalid(format!("block size {} too large", options.block_size)))?;
+    let (mut control_r, mut control_w) = connect(addr, psk, Role::Control, options)?;
+    messages::send(
+        &mut control_w,
+        &Control::Offer {
+            transfer_id: format!("stream-{:016x}", rand::random::<u64>()),
+            name: name.to_owned(),
+            size: 0,
+            block_size,
+            stream: true,
+            window: reorder,
+        },
+    )?;
+    let session = match messages::recv(&mut control_r)? {
+        Control::Accept { session_id, .. } => session_id,
+        Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+        other => return Err(unexpected("accept", &other)),
+    };
+    let pool = BlockPool::new(PoolConfig {
+        block_size: options.block_size,
+        min_blocks: 2,
+        // Every stream's window, the read-ahead, and one being filled.
+        max_blocks: (streams * window + 4).min(crate::pba::MAX_BLOCKS),
+        prefault: false,
+        ..PoolConfig::default()
+    })?;
+    let shared = Arc::new(Shared {
+        outbox: Outbox::new(reorder),
+        window,
+        sent_bytes: AtomicU64::new(0),
+        failures: Mutex::new(Vec::new()),
+    });
+    let start = Instant::now();
+    let connected: Vec<_> = thread::scope(|scope| {
+        let pending: Vec<_> = (0..streams)
+            .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
+            .collect();
+        pending
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(AmstError::Invalid("connect thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut workers = Vec::with_capacity(streams);
+    for (index, conn) in connected.into_iter().enumerate() {
+        let (r, w) = conn?;
+        if let (Some(on_stream), Ok(local)) = (hooks.on_stream, w_local_addr(&w)) {
+            on_stream(local);
+        }
+        let shared = Arc::clone(&shared);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("dwcp-stream-{index}"))
+                .spawn(move || run_stream(index, r, w, &shared))
+                .map_err(|source| spawn_error(source, "stream"))?,
+        );
+    }
+    let reader = {
+        let shared = Arc::clone(&shared);
+        let pool = pool.clone();
+        thread::Builder::new()
+            .name("dwcp-stream-read".into())
+            .spawn(move || read_source(source, &pool, &shared))
+            .map_err(|source| spawn_error(source, "reader"))?
+    };
+    let outcome = wait(&shared, &workers, &reader, hooks, streams);
+    shared.outbox.stop();
+    let read_result = reader
+        .join()
+        .unwrap_or_else(|_| Err(AmstError::Invalid("reader thread panicked".into())));
+    for worker in workers {
+        let _ = worker.join();
+    }
+    outcome?;
+    let (bytes, digest) = read_result?;
+    let elapsed = start.elapsed();
+    messages::send(
+        &mut control_w,
+        &Control::End {
+            size: bytes,
+            blake3: digest.clone(),
+        },
+    )?;
+    match messages::recv(&mut control_r)? {
+        Control::Done { blake3 } if blake3 == digest => {}
+        Control::Done { blake3 } => {
+            return Err(AmstError::DigestMismatch {
+                sent: digest,
+                received: blake3,
+            });
+        }
+        Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
+        other => return Err(unexpected("done", &other)),
+    }
+    Ok(Summary {
+        bytes,
+        seconds: elapsed.as_secs_f64(),
+        goodput_bps: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9),
+        streams,
+        kernel_tx_bytes: None,
+        retransmits: None,
+        cpu_seconds: None,
+        digest,
+        resumed_blocks: 0,
+        resent_blocks: shared.outbox.resent(),
+        failed_streams: shared.failures_snapshot().len(),
+    })
+}
+
+fn spawn_error(source: std::io::Error, what: &'static str) -> AmstError {
+    AmstError::File {
+        what: "Cannot start a thread for the",
+        path: what.into(),
+        source,
+    }
+}
+
+/// Waits for completion, reporting progress; fails when every stream has failed or
+/// the reader stopped with an error.
+fn wait(
+    shared: &Shared,
+    workers: &[thread::JoinHandle<()>],
+    reader: &thread::JoinHandle<Result<(u64, String), AmstError>>,
+    hooks: &Hooks<'_>,
+    streams: usize,
+) -> Result<(), AmstError> {
+    while !shared.outbox.wait_complete(Duration::from_millis(100)) {
+        let alive = workers.iter().filter(|w| !w.is_finished()).count();
+        if let Some(on_progress) = hooks.on_progress {
+            let done = shared.sent_bytes.load(Ordering::Relaxed);
+            on_progress(Progress {
+                done_bytes: done,
+                total_bytes: 0,
+                streams: alive,
+            });
+        }
+        if reader.is_finished() && !shared.outbox.is_complete() && shared.reader_failed() {
+            return Ok(()); // The reader's own error is returned by the caller.
+        }
+        if alive == 0 {
+            let failures = shared.failures_snapshot();
+            return Err(AmstError::AllStreamsFailed {
+                streams,
+                last: failures
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "no error recorded".into()),
+            });
+        }
+    }
+    Ok(())
+}
+
+struct Shared {
+    outbox: Outbox,
+    window: usize,
+    sent_bytes: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn failures_snapshot(&self) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fail(&self, index: usize, err: &(dyn std::error::Error + 'static)) {
+        let message = format!("stream {index}: {}", crate::error_chain(err));
+        tracing::warn!("{message}");
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(message);
+    }
+
+    fn reader_failed(&self) -> bool {
+        self.failures_snapshot()
+            .iter()
+            .any(|f| f.starts_with("reader"))
+    }
+}
+
+/// Reads the source into blocks until end of file; returns the byte count and digest.
+fn read_source<S: Read + AsFd>(
+    mut source: S,
+    pool: &BlockPool,
+    shared: &Shared,
+) -> Result<(u64, String), AmstError> {
+    let mut digest = StreamDigest::default();
+    let mut offset = 0u64;
+    let result = (|| loop {
+        let Some(seq) = shared.outbox.reserve() else {
+            return Ok(());
+        };
+        let mut block = pool.acquire(Duration::from_secs(300))?;
+        let (len, eof) =
+            fill(&mut source, block.as_mut_full()).map_err(|source| AmstError::File {
+                what: "Cannot read",
+                path: "the stream source".into(),
+                source,
+            })?;
+        block.set_len(len);
+        if len > 0 {
+            digest.update(&block);
+            shared.outbox.push(Outgoing { seq, offset, block });
+            offset += len as u64;
+        }
+        if eof {
+            shared.outbox.finish();
+            return Ok(());
+        }
+    })();
+    if let Err(err) = &result {
+        shared.fail(usize::MAX, err);
+        if let Ok(mut f) = shared.failures.lock()
+            && let Some(last) = f.last_mut()
+        {
+            *last = format!("reader: {}", crate::error_chain(err));
+        }
+        shared.outbox.stop();
+    }
+    result.map(|()| (offset, digest.hex()))
+}
+
+/// Fills `buf` from `source` until it is full, the source ends (`true`), or the source
+/// has been silent for [`FLUSH_AFTER_MS`] with something already in the block.
+fn fill<S: Read + AsFd>(source: &mut S, buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+    let mut n = 0;
+    while n < buf.len() {
+        if n > 0 && !readable(source, FLUSH_AFTER_MS)? {
+            break;
+        }
+        match source.read(&mut buf[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, false))
+}
+
+/// Waits up to `timeout_ms` for `source` to have data (or end of file).
+fn readable(source: &impl AsFd, timeout_ms: i32) -> std::io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: source.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call and its fd is
+    // borrowed from `source`, which outlives the call.
+    let r = unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) };
+    match r {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// One data stream: this thread writes blocks and keeps them until acknowledged; a
+/// companion thread reads the acknowledgements.
+fn run_stream(
+    index: usize,
+    reader: FrameReader<TcpStream>,
+    mut writer: FrameWriter<TcpStream>,
+    shared: &Arc<Shared>,
+) {
+    let in_flight = Arc::new(InFlight::new(shared.window));
+    let acks = {
+        let in_flight = Arc::clone(&in_flight);
+        let shared = Arc::clone(shared);
+        thread::Builder::new()
+            .name(format!("dwcp-acks-{index}"))
+            .spawn(move || {
+                let result = read_acks(reader, &in_flight, |header| {
+                    // For streams an ack's offset field carries the blocks delivered.
+                    shared.outbox.ack(header.offset);
+                });
+                if let Err(err) = &result {
+                    shared.fail(index, err);
+                }
+                // Wakes the writer (also inside `take`); it gives back what is owed.
+                in_flight.stop();
+                shared.outbox.nudge();
+            })
+    };
+    let Ok(acks) = acks else {
+        return;
+    };
+    // Blocks sent on this stream, oldest first; the first `len - in_flight` are acked.
+    let mut sent: VecDeque<Outgoing> = VecDeque::with_capacity(shared.window);
+    let result = write_blocks(&mut writer, &in_flight, &mut sent, shared);
+    match result {
+        Ok(()) => {
+            let _ = writer.get_ref().shutdown(Shutdown::Write);
+        }
+        Err(err) => {
+            shared.fail(index, &err);
+            let _ = writer.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+    // After the acknowledgement reader is done, what is still in flight was never
+    // acknowledged: the newest `owed` blocks sent go out again on other streams.
+    in_flight.stop();
+    let _ = acks.join();
+    let owed = in_flight.len();
+    let skip = sent.len().saturating_sub(owed);
+    shared.outbox.give_back(sent.drain(..).skip(skip));
+}
+
+fn write_blocks(
+    writer: &mut FrameWriter<TcpStream>,
+    in_flight: &InFlight,
+    sent: &mut VecDeque<Outgoing>,
+    shared: &Shared,
+) -> Result<(), AmstError> {
+    loop {
+        if !in_flight.wait_room(shared.window) {
+            return Ok(());
+        }
+        // Release what the receiver has acknowledged (back to the pool).
+        let acked = sent.len().saturating_sub(in_flight.len());
+        sent.drain(..acked);
+        let Some(block) = shared.outbox.take(|| in_flight.is_dead()) else {
+            return Ok(());
+        };
+        if !in_flight.push(block.seq) {
+            shared.outbox.give_back([block]);
+            return Ok(());
+        }
+        let (seq, offset, len) = (block.seq, block.offset, block.block.len());
+        sent.push_back(block);
+        let payload = sent.back().map(|b| &b.block[..]).unwrap_or_default();
+        writer.write_frame(FrameType::Data, seq, offset, payload)?;
+        shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
