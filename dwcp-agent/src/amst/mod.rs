@@ -9,7 +9,9 @@
 //! ([`receiver`]) writes each block at its offset (no reordering buffer: memory stays
 //! bounded), acknowledges it, keeps a resume record, and on the end message checks the
 //! whole-file digest before renaming into place. Stream count is fixed or chosen by the
-//! [`auto`] controller from measured goodput and kernel retransmissions.
+//! [`auto`] controller from measured goodput and kernel retransmissions. Sources that
+//! can be read only once (pipes, sockets, QEMU's migration channel) go through
+//! [`stream`]: blocks kept until acknowledged, delivered in order.
 //! Wire format: [`crate::protocol`].
 
 pub mod auto;

@@ -24,14 +24,23 @@
 //!   | <----------------------- Done{ok} or Abort{reason}   |  rename into place
 //! ```
 //!
+//! **Streams** (`Offer{stream: true, window: W}`, size 0: a pipe or QEMU's migration
+//! channel, read once, length unknown) differ in three places: blocks may be shorter than
+//! the block size and their offsets are the running byte count; the receiver delivers
+//! them strictly in order through a ring of `W` slots and each `Ack`'s offset field
+//! carries how many blocks it has delivered, which the sender never runs more than `W`
+//! ahead of; `End.size` is the stream's final length and the digest is built in stream
+//! order (`amst::digest::StreamDigest`). Streams do not resume.
+//!
 //! Guarantees and limits:
 //! - A stranger without the key cannot open a session or join one as a data stream;
 //!   a recorded handshake cannot be replayed (fresh nonces on both sides).
 //! - Within a connection, frame numbers increase by one; a repeated or skipped number
-//!   is refused as a replay. Blocks carry a CRC32C; the whole transfer a digest over the
-//!   BLAKE3 hashes of its blocks (`amst::digest`).
+//!   is refused as a replay. Blocks carry a CRC32C; the whole transfer a BLAKE3 digest
+//!   over the XXH3-128 hashes of its blocks (`amst::digest`).
 //! - Memory is bounded on both sides: the sender has at most its window of blocks in
-//!   flight, the receiver writes each block where it belongs and keeps none.
+//!   flight per stream; a file receiver writes each block where it belongs and keeps
+//!   none, a stream receiver keeps at most its reorder window.
 //! - No encryption: run over a trusted network or an IPsec/WireGuard tunnel.
 //! - Decoders never panic on any input (property tests, and a fuzz target).
 
