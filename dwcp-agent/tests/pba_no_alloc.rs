@@ -3,9 +3,9 @@
 //! on the sending thread. A counting global allocator (one per test binary, hence this
 //! file) counts, per thread, the allocations of threads that switched counting on.
 
+mod common;
+
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
     io::Read as _,
     net::{Shutdown, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
@@ -13,50 +13,8 @@ use std::{
     time::Duration,
 };
 
+use common::counting_alloc::{CountingAllocator, count_this_thread, this_thread_allocations};
 use dwcp_agent::pba::{BlockPool, PoolConfig, ZeroCopySender};
-
-/// The system allocator, counting the calls of threads whose `COUNTING` flag is set.
-struct CountingAllocator;
-
-thread_local! {
-    /// Const-initialized and without destructor: using them never allocates.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note_allocation() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-    }
-}
-
-// SAFETY: Every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
-// contract; counting touches only const thread-locals.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: The caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_allocation();
-        // SAFETY: As for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_allocation();
-        // SAFETY: As for `alloc`: `ptr` and `layout` come from this allocator, which is
-        // `System`'s.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: As for `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -134,12 +92,12 @@ fn send_cycles_allocate_nothing_after_warm_up() {
     for n in 0..WARM_UP {
         cycle(n, &mut sender);
     }
-    COUNTING.set(true);
+    count_this_thread(true);
     for n in WARM_UP..WARM_UP + CYCLES {
         cycle(n, &mut sender);
     }
-    COUNTING.set(false);
-    let allocations = ALLOCATIONS.get();
+    count_this_thread(false);
+    let allocations = this_thread_allocations();
 
     client.shutdown(Shutdown::Write).expect("shutdown");
     receiver.join().expect("receiver");
@@ -153,9 +111,9 @@ fn send_cycles_allocate_nothing_after_warm_up() {
 /// The counter does count: a guard against a test that passes because nothing is tracked.
 #[test]
 fn the_counting_allocator_counts() {
-    COUNTING.set(true);
+    count_this_thread(true);
     let v = std::hint::black_box(vec![1u8; 100]);
-    COUNTING.set(false);
+    count_this_thread(false);
     drop(v);
-    assert!(ALLOCATIONS.get() >= 1);
+    assert!(this_thread_allocations() >= 1);
 }

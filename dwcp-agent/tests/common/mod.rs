@@ -3,6 +3,7 @@
 
 #![expect(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod counting_alloc;
 pub mod receiver;
 
 use std::{
