@@ -3,6 +3,11 @@
 //! on the sending thread. A counting global allocator (one per test binary, hence this
 //! file) counts, per thread, the allocations of threads that switched counting on.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
 mod common;
 
 use std::{

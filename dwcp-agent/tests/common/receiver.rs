@@ -1,5 +1,10 @@
 //! An in-process receiver for transfer tests, and test data.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpListener},
