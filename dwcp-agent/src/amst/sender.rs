@@ -246,7 +246,7 @@ pub fn send_file(
 
     let mut last_tick = Instant::now();
     let mut last_bytes = 0u64;
-    let mut last_retx = kernel_retransmits(probes);
+    let mut last_retx = kernel_retransmits(probes, addr);
     while !scheduler.wait_complete(Duration::from_millis(100)) {
         let alive = workers
             .iter()
@@ -277,19 +277,24 @@ pub fn send_file(
         {
             let sent = shared.sent_bytes.load(Ordering::Relaxed);
             let secs = last_tick.elapsed().as_secs_f64();
-            let retx = kernel_retransmits(probes);
+            let retx = kernel_retransmits(probes, addr);
             let mib = (sent - last_bytes) as f64 / f64::from(1u32 << 20);
+            let (mean_srtt, mean_cwnd) = kernel_windows(probes, addr);
             let sample = Sample {
                 goodput_bps: (sent - last_bytes) as f64 * 8.0 / secs,
                 retransmits_per_mib: retx
                     .zip(last_retx)
-                    .map(|(now, before)| (now - before) as f64 / mib.max(1e-9)),
+                    .map(|(now, before)| now.saturating_sub(before) as f64 / mib.max(1e-9)),
+                mean_srtt,
+                mean_cwnd,
             };
             (last_tick, last_bytes, last_retx) = (Instant::now(), sent, retx);
             if let Decision::Set(n) = auto.observe(sample) {
                 tracing::debug!(
                     streams = n,
                     goodput_bps = sample.goodput_bps,
+                    srtt = ?sample.mean_srtt,
+                    cwnd = ?sample.mean_cwnd,
                     "Auto stream count"
                 );
                 shared.wanted.store(n, Ordering::SeqCst);
@@ -364,10 +369,32 @@ pub(super) fn w_local_addr(w: &FrameWriter<TcpStream>) -> std::io::Result<Socket
     w.get_ref().local_addr()
 }
 
-/// Total retransmissions of this process's flows, if probes are loaded.
-fn kernel_retransmits(probes: Option<&Probes>) -> Option<u64> {
+/// Total retransmissions of this process's flows to `peer`, if probes are loaded.
+fn kernel_retransmits(probes: Option<&Probes>, peer: SocketAddr) -> Option<u64> {
     let flows = probes?.flows().ok()?;
-    Some(flows.iter().map(|f| f.retransmits).sum())
+    Some(
+        flows
+            .iter()
+            .filter(|f| f.remote == peer)
+            .map(|f| f.retransmits)
+            .sum(),
+    )
+}
+
+/// Mean smoothed RTT and congestion window of this process's open flows to `peer`.
+fn kernel_windows(probes: Option<&Probes>, peer: SocketAddr) -> (Option<Duration>, Option<f64>) {
+    let Some(flows) = probes.and_then(|p| p.flows().ok()) else {
+        return (None, None);
+    };
+    let open = || flows.iter().filter(|f| f.remote == peer && !f.closed);
+    let rtts: Vec<Duration> = open().filter_map(|f| f.srtt).collect();
+    let cwnds: Vec<f64> = open().filter_map(|f| f.cwnd).map(f64::from).collect();
+    let mean_rtt = u32::try_from(rtts.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| rtts.iter().sum::<Duration>() / n);
+    let mean_cwnd = (!cwnds.is_empty()).then(|| cwnds.iter().sum::<f64>() / cwnds.len() as f64);
+    (mean_rtt, mean_cwnd)
 }
 
 /// Size of a regular file or block device.
