@@ -786,6 +786,8 @@ mod tests {
                     resumed_blocks: 0,
                     resent_blocks: 0,
                     failed_streams: 0,
+                    zerocopy_sends: 0,
+                    zerocopy_copied: 0,
                 },
                 process_seconds: 16.0 / gbps,
                 command: "dwcp-agent send".into(),

@@ -22,6 +22,7 @@ pub mod sender;
 pub mod socket;
 pub mod stream;
 pub mod summary;
+pub mod zerocopy;
 
 /// Errors of a transfer.
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,9 @@ pub struct SendOptions {
     pub tuning: SocketTuning,
     /// Connect timeout per connection.
     pub connect_timeout: Duration,
+    /// Send stream payloads with `MSG_ZEROCOPY` (streamed transfers, which keep every
+    /// block until acknowledged anyway; turned off per stream where the kernel copies).
+    pub zerocopy: bool,
 }
 
 impl Default for SendOptions {
@@ -83,6 +86,7 @@ impl Default for SendOptions {
             window: 4,
             tuning: SocketTuning::default(),
             connect_timeout: Duration::from_secs(10),
+            zerocopy: true,
         }
     }
 }
@@ -355,6 +359,8 @@ pub fn send_file(
         resumed_blocks,
         resent_blocks: scheduler.resent(),
         failed_streams,
+        zerocopy_sends: 0,
+        zerocopy_copied: 0,
     })
 }
 

@@ -30,6 +30,13 @@ pub struct Summary {
     /// Streams that failed during the transfer.
     #[serde(default)]
     pub failed_streams: usize,
+    /// Payload send calls made with `MSG_ZEROCOPY` (streamed transfers).
+    #[serde(default)]
+    pub zerocopy_sends: u64,
+    /// Zero-copy completions in which the kernel reported it copied after all (always
+    /// on loopback and veth; zero-copy is then turned off for that stream).
+    #[serde(default)]
+    pub zerocopy_copied: u64,
 }
 
 impl Summary {
@@ -40,7 +47,8 @@ impl Summary {
             "sent {} bytes in {:.2} s: {:.2} Gbit/s over {} streams\n\
              kernel: tx {} bytes, {} retransmits, agent CPU {} s\n\
              digest (BLAKE3, verified by receiver): {}\n\
-             resumed blocks {}, resent blocks {}, failed streams {}",
+             resumed blocks {}, resent blocks {}, failed streams {}\n\
+             zero-copy sends {} (kernel copied {} completions)",
             self.bytes,
             self.seconds,
             self.goodput_bps / 1e9,
@@ -52,6 +60,8 @@ impl Summary {
             self.resumed_blocks,
             self.resent_blocks,
             self.failed_streams,
+            self.zerocopy_sends,
+            self.zerocopy_copied,
         )
     }
 }

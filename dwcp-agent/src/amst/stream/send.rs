@@ -25,6 +25,7 @@ use crate::{
             w_local_addr,
         },
         summary::Summary,
+        zerocopy::ZeroCopy,
     },
     pba::{BlockPool, PoolConfig},
     protocol::{
@@ -89,6 +90,9 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
     let shared = Arc::new(Shared {
         outbox: Outbox::new(reorder),
         window,
+        zerocopy: options.zerocopy,
+        zc_sends: AtomicU64::new(0),
+        zc_copied: AtomicU64::new(0),
         sent_bytes: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
     });
@@ -168,6 +172,8 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         resumed_blocks: 0,
         resent_blocks: shared.outbox.resent(),
         failed_streams: shared.failures_snapshot().len(),
+        zerocopy_sends: shared.zc_sends.load(Ordering::Relaxed),
+        zerocopy_copied: shared.zc_copied.load(Ordering::Relaxed),
     })
 }
 
@@ -218,6 +224,9 @@ fn wait(
 struct Shared {
     outbox: Outbox,
     window: usize,
+    zerocopy: bool,
+    zc_sends: AtomicU64,
+    zc_copied: AtomicU64,
     sent_bytes: AtomicU64,
     failures: Mutex<Vec<String>>,
 }
@@ -361,8 +370,18 @@ fn run_stream(
         return;
     };
     // Blocks sent on this stream, oldest first; the first `len - in_flight` are acked.
-    let mut sent: VecDeque<Outgoing> = VecDeque::with_capacity(shared.window);
-    let result = write_blocks(&mut writer, &in_flight, &mut sent, shared);
+    let mut sent: VecDeque<(Outgoing, Option<u32>)> = VecDeque::with_capacity(shared.window);
+    let mut zc = if shared.zerocopy {
+        ZeroCopy::enable(writer.get_ref())
+    } else {
+        ZeroCopy::default()
+    };
+    let result = write_blocks(&mut writer, &in_flight, &mut sent, &mut zc, shared);
+    let zc_stats = zc.stats();
+    shared.zc_sends.fetch_add(zc_stats.sends, Ordering::Relaxed);
+    shared
+        .zc_copied
+        .fetch_add(zc_stats.copied, Ordering::Relaxed);
     match result {
         Ok(()) => {
             let _ = writer.get_ref().shutdown(Shutdown::Write);
@@ -378,22 +397,38 @@ fn run_stream(
     let _ = acks.join();
     let owed = in_flight.len();
     let skip = sent.len().saturating_sub(owed);
-    shared.outbox.give_back(sent.drain(..).skip(skip));
+    // Blocks given back may still be referenced by the kernel for a moment: sending them
+    // again from the same memory is safe (the content is the same).
+    shared
+        .outbox
+        .give_back(sent.drain(..).skip(skip).map(|(block, _)| block));
 }
 
 fn write_blocks(
     writer: &mut FrameWriter<TcpStream>,
     in_flight: &InFlight,
-    sent: &mut VecDeque<Outgoing>,
+    sent: &mut VecDeque<(Outgoing, Option<u32>)>,
+    zc: &mut ZeroCopy,
     shared: &Shared,
 ) -> Result<(), AmstError> {
     loop {
         if !in_flight.wait_room(shared.window) {
             return Ok(());
         }
-        // Release what the receiver has acknowledged (back to the pool).
+        // Release what the receiver has acknowledged (back to the pool), once the kernel
+        // has let go of it too (zero-copy: moments after the TCP acknowledgement).
         let acked = sent.len().saturating_sub(in_flight.len());
-        sent.drain(..acked);
+        for _ in 0..acked {
+            while let Some((_, ticket)) = sent.front()
+                && !zc.is_released(writer.get_ref(), *ticket)
+            {
+                if in_flight.is_dead() {
+                    return Ok(());
+                }
+                zc.wait(writer.get_ref(), 10);
+            }
+            sent.pop_front();
+        }
         let Some(block) = shared.outbox.take(|| in_flight.is_dead()) else {
             return Ok(());
         };
@@ -402,9 +437,10 @@ fn write_blocks(
             return Ok(());
         }
         let (seq, offset, len) = (block.seq, block.offset, block.block.len());
-        sent.push_back(block);
-        let payload = sent.back().map(|b| &b.block[..]).unwrap_or_default();
-        writer.write_frame(FrameType::Data, seq, offset, payload)?;
+        sent.push_back((block, None));
+        if let Some((block, ticket)) = sent.back_mut() {
+            *ticket = zc.write_frame(writer, FrameType::Data, seq, offset, &block.block)?;
+        }
         shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 }
