@@ -114,6 +114,54 @@ fn one_stream_and_many_streams_agree_on_the_digest() {
 }
 
 #[test]
+fn a_registered_consumer_gets_the_stream_in_order_and_then_end_of_file() {
+    // What the destination of a migration does: QEMU's incoming socket is the consumer.
+    let rx = TestReceiver::start();
+    let (consumer, mut qemu_side) = UnixStream::pair().expect("socketpair");
+    rx.receiver
+        .expect_stream("vm-7.migration", Box::new(consumer));
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        qemu_side
+            .read_to_end(&mut all)
+            .expect("read until the receiver closes");
+        all
+    });
+    let bytes = data(9 * (1 << 20) + 77, 8);
+    stream_to(&rx, "vm-7.migration", bytes.clone(), &options(4, 128 << 10)).expect("send");
+    let got = reader.join().expect("reader");
+    assert!(got == bytes, "Consumer got different bytes");
+    assert!(
+        rx.names().is_empty(),
+        "A consumed stream writes no file: {:?}",
+        rx.names()
+    );
+    // The registration is used once: the next stream of that name is a file again.
+    stream_to(&rx, "vm-7.migration", data(10, 9), &options(1, 64 << 10)).expect("send");
+    assert_eq!(rx.names(), vec!["vm-7.migration"]);
+}
+
+#[test]
+fn a_consumer_that_goes_away_fails_the_stream_with_a_clear_error() {
+    let rx = TestReceiver::start();
+    let (consumer, qemu_side) = UnixStream::pair().expect("socketpair");
+    rx.receiver
+        .expect_stream("vm-8.migration", Box::new(consumer));
+    drop(qemu_side); // QEMU died before the stream started
+    let err = stream_to(
+        &rx,
+        "vm-8.migration",
+        data(4 << 20, 10),
+        &options(2, 64 << 10),
+    )
+    .expect_err("must fail");
+    assert!(
+        err.to_string().contains("vm-8.migration"),
+        "The error names the stream: {err}"
+    );
+}
+
+#[test]
 fn empty_stream_creates_an_empty_file() {
     let rx = TestReceiver::start();
     let summary = stream_to(&rx, "empty", Vec::new(), &options(2, 64 << 10)).expect("send");

@@ -24,7 +24,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{AmstError, digest::BlockHashes, socket::SocketTuning, stream::receive::StreamSession};
+use super::{
+    AmstError,
+    digest::BlockHashes,
+    socket::SocketTuning,
+    stream::receive::{Consumer, StreamSession},
+};
 use crate::pba::{BlockPool, PoolConfig};
 use crate::protocol::{
     ProtocolError,
@@ -72,6 +77,8 @@ pub struct Receiver {
     stats: Arc<ReceiverStats>,
     /// Block pools by block size: each data stream borrows one block as its buffer.
     pools: Mutex<HashMap<usize, BlockPool>>,
+    /// Consumers waiting for the stream of that name (instead of a file).
+    consumers: Mutex<HashMap<String, Consumer>>,
 }
 
 /// Block pool figures summed over the receiver's pools.
@@ -136,7 +143,26 @@ impl Receiver {
             sessions: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             pools: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// Delivers the next stream named `name` to `consumer` (in order, then closed)
+    /// instead of writing a file; replaces an earlier registration for that name.
+    pub fn expect_stream(&self, name: &str, consumer: Consumer) {
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), consumer);
+    }
+
+    /// Withdraws a registration that no stream used; returns whether there was one.
+    pub fn forget_stream(&self, name: &str) -> bool {
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .is_some()
     }
 
     /// Counters for metrics.
@@ -423,9 +449,16 @@ impl Receiver {
         block_size: u32,
         window: u64,
     ) -> Result<(), AmstError> {
+        let consumer = self
+            .consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
         let opened = validate_name(name)
             .and_then(|()| check_block_size(block_size))
-            .and_then(|()| StreamSession::open(&self.config.dir, name, block_size, window));
+            .and_then(|()| {
+                StreamSession::open(&self.config.dir, name, block_size, window, consumer)
+            });
         let session = match opened {
             Ok(session) => Arc::new(session),
             Err(err) => return self.refuse(writer, crate::error_chain(&err)),
@@ -444,7 +477,14 @@ impl Receiver {
                     have: Vec::new(),
                 },
             )?;
-            let (size, expected) = match messages::recv(reader)? {
+            if let Ok(control) = reader.get_ref().try_clone() {
+                session.watch_control(control);
+            }
+            let end = messages::recv(reader);
+            if let Some(reason) = session.failure() {
+                return self.refuse(writer, reason);
+            }
+            let (size, expected) = match end? {
                 Control::End { size, blake3 } => (size, blake3),
                 Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
                 other => {
@@ -459,7 +499,7 @@ impl Receiver {
                 Ok(actual) => {
                     messages::send(writer, &Control::Done { blake3: actual })?;
                     self.stats.completed.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(file = %session.target().display(), bytes = size, "Stream verified and in place");
+                    tracing::info!(to = %session.target(), bytes = size, "Stream verified and delivered");
                     Ok(())
                 }
                 Err(reason) => self.refuse(writer, reason),

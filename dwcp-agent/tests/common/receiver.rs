@@ -36,6 +36,8 @@ pub fn psk() -> Psk {
 pub struct TestReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The receiver itself (to register stream consumers).
+    pub receiver: Arc<Receiver>,
     dir: tempfile::TempDir,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -61,9 +63,11 @@ impl TestReceiver {
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || receiver.serve(listener, &flag).expect("serve"));
+        let serving = Arc::clone(&receiver);
+        let thread = thread::spawn(move || serving.serve(listener, &flag).expect("serve"));
         Self {
             addr,
+            receiver,
             dir,
             stop,
             thread: Some(thread),

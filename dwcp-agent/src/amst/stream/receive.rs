@@ -4,8 +4,13 @@
 //!
 //! Each acknowledgement's offset field carries how many blocks have been delivered, so
 //! the sender never runs more than the window ahead of delivery: memory stays bounded
-//! whichever stream is slow. The sink is `.<name>.dwcp-part` in the receive directory,
-//! written sequentially, fsynced and renamed to `<name>` once the digest matches.
+//! whichever stream is slow. The sink is either a consumer registered for the stream's
+//! name (QEMU's incoming migration socket: see [`crate::amst::receiver::Receiver::expect_stream`]),
+//! closed once the stream is verified, or else `.<name>.dwcp-part` in the receive
+//! directory, written sequentially, fsynced and renamed to `<name>` once the digest
+//! matches. A consumer sees the bytes as they arrive in order (it cannot wait for the
+//! end): each block's CRC32C is checked before delivery, the whole-stream digest only at
+//! the end, and a failed stream closes the consumer early so it sees a truncated stream.
 
 use std::{
     fs::{File, OpenOptions},
@@ -30,9 +35,36 @@ pub const MAX_WINDOW: u64 = 1024;
 /// Largest reorder memory a sender may ask for (window × block size).
 pub const MAX_REORDER_BYTES: u64 = 1 << 30;
 
+/// Something that takes a stream's bytes in order (a socket, a pipe).
+pub trait StreamConsumer: std::io::Write + Send + std::fmt::Debug {}
+
+impl<T: std::io::Write + Send + std::fmt::Debug> StreamConsumer for T {}
+
+/// A registered reader of a named stream (e.g. the socket of QEMU's `-incoming`).
+pub type Consumer = Box<dyn StreamConsumer>;
+
+/// Where a stream's bytes go, in order.
+#[derive(Debug)]
+enum Sink {
+    /// The partial file, renamed to `target` once verified.
+    File(File),
+    /// A registered consumer, closed once verified.
+    Consumer(Consumer),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Self::File(file) => file.write_all(bytes),
+            Self::Consumer(consumer) => consumer.write_all(bytes),
+        }
+    }
+}
+
 /// One stream being received.
 #[derive(Debug)]
 pub struct StreamSession {
+    name: String,
     part: PathBuf,
     target: PathBuf,
     block_size: u32,
@@ -40,6 +72,9 @@ pub struct StreamSession {
     pool: BlockPool,
     state: Mutex<Reorder>,
     delivered: Condvar,
+    /// The control connection, to interrupt its wait for the sender's end message when
+    /// the stream fails here (so the sender is told why, not just that streams broke).
+    control: Mutex<Option<TcpStream>>,
 }
 
 #[derive(Debug)]
@@ -50,16 +85,23 @@ struct Reorder {
     next_offset: u64,
     /// Slot `seq % window` holds block `seq` once it arrived early.
     ring: Vec<Option<(u64, Block)>>,
-    sink: File,
+    /// `None` once finished or discarded.
+    sink: Option<Sink>,
     digest: StreamDigest,
     /// Set when the sink failed: every stream stops with this reason.
     failed: Option<String>,
 }
 
 impl StreamSession {
-    /// Opens the sink for stream `name` in `dir` with a reorder `window` of blocks of
-    /// at most `block_size` bytes.
-    pub fn open(dir: &Path, name: &str, block_size: u32, window: u64) -> Result<Self, AmstError> {
+    /// Opens the sink for stream `name` (the registered `consumer`, or a file in `dir`)
+    /// with a reorder `window` of blocks of at most `block_size` bytes.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        block_size: u32,
+        window: u64,
+        consumer: Option<Consumer>,
+    ) -> Result<Self, AmstError> {
         if !(1..=MAX_WINDOW).contains(&window)
             || window.saturating_mul(u64::from(block_size)) > MAX_REORDER_BYTES
         {
@@ -69,16 +111,21 @@ impl StreamSession {
             )));
         }
         let part = dir.join(format!(".{name}.dwcp-part"));
-        let sink = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&part)
-            .map_err(|source| AmstError::File {
-                what: "Cannot create",
-                path: part.display().to_string(),
-                source,
-            })?;
+        let sink = match consumer {
+            Some(consumer) => Sink::Consumer(consumer),
+            None => Sink::File(
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&part)
+                    .map_err(|source| AmstError::File {
+                        what: "Cannot create",
+                        path: part.display().to_string(),
+                        source,
+                    })?,
+            ),
+        };
         let slots = usize::try_from(window).unwrap_or(1);
         let pool = BlockPool::new(PoolConfig {
             block_size: (block_size as usize)
@@ -91,6 +138,7 @@ impl StreamSession {
             ..PoolConfig::default()
         })?;
         Ok(Self {
+            name: name.to_owned(),
             part,
             target: dir.join(name),
             block_size,
@@ -100,12 +148,40 @@ impl StreamSession {
                 next: 0,
                 next_offset: 0,
                 ring: (0..slots).map(|_| None).collect(),
-                sink,
+                sink: Some(sink),
                 digest: StreamDigest::default(),
                 failed: None,
             }),
             delivered: Condvar::new(),
+            control: Mutex::new(None),
         })
+    }
+
+    /// Registers the control connection to interrupt on failure.
+    pub fn watch_control(&self, control: TcpStream) {
+        *self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(control);
+    }
+
+    /// Why the stream failed here, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    /// Records a failure and wakes the control connection's reader.
+    fn fail(&self, s: &mut Reorder, reason: String) {
+        s.failed = Some(reason);
+        self.delivered.notify_all();
+        if let Some(control) = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = control.shutdown(std::net::Shutdown::Read);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Reorder> {
@@ -173,14 +249,19 @@ impl StreamSession {
                     "block {} starts at offset {offset}, the stream is at {}",
                     s.next, s.next_offset
                 );
-                s.failed = Some(reason.clone());
+                self.fail(&mut s, reason.clone());
                 return Err(ProtocolError::Malformed(reason).into());
             }
-            if let Err(source) = s.sink.write_all(&block) {
-                s.failed = Some(format!("Cannot write {}: {source}", self.part.display()));
+            let written = match s.sink.as_mut() {
+                Some(sink) => sink.write_all(&block),
+                None => Err(std::io::Error::other("Stream already finished")),
+            };
+            if let Err(source) = written {
+                let reason = format!("Cannot deliver stream {}: {source}", self.name);
+                self.fail(&mut s, reason);
                 return Err(AmstError::File {
-                    what: "Cannot write",
-                    path: self.part.display().to_string(),
+                    what: "Cannot deliver stream",
+                    path: self.name.clone(),
                     source,
                 });
             }
@@ -197,7 +278,7 @@ impl StreamSession {
     /// digest computed here.
     pub fn finish(&self, size: u64, expected: &str) -> Result<String, String> {
         let s = self.lock();
-        let (s, _) = self
+        let (mut s, _) = self
             .delivered
             .wait_timeout_while(s, Duration::from_secs(30), |s| {
                 s.next_offset < size && s.failed.is_none()
@@ -218,20 +299,36 @@ impl StreamSession {
                 "Digest mismatch: sender {expected}, received data {actual}"
             ));
         }
-        s.sink
-            .sync_all()
-            .and_then(|()| std::fs::rename(&self.part, &self.target))
-            .map_err(|e| format!("Cannot finalize {}: {e}", self.target.display()))?;
+        match s.sink.take() {
+            Some(Sink::File(file)) => file
+                .sync_all()
+                .and_then(|()| std::fs::rename(&self.part, &self.target))
+                .map_err(|e| format!("Cannot finalize {}: {e}", self.target.display()))?,
+            Some(Sink::Consumer(mut consumer)) => consumer
+                .flush()
+                .map_err(|e| format!("Cannot finish stream {}: {e}", self.name))?,
+            None => return Err(format!("Stream {} already finished", self.name)),
+        }
         Ok(actual)
     }
 
-    /// Drops the partial file (failed or refused stream: nothing to resume from).
+    /// Closes the sink early: a consumer sees a truncated stream, a partial file is
+    /// removed (failed or refused stream: nothing to resume from).
     pub fn discard(&self) {
-        let _ = std::fs::remove_file(&self.part);
+        let mut s = self.lock();
+        if s.failed.is_none() {
+            s.failed = Some(format!("Stream {} was abandoned", self.name));
+        }
+        if let Some(Sink::File(_)) = s.sink.take() {
+            let _ = std::fs::remove_file(&self.part);
+        }
     }
 
-    /// The final path.
-    pub fn target(&self) -> &Path {
-        &self.target
+    /// Where the stream went: the final file, or the consumer's stream name.
+    pub fn target(&self) -> String {
+        match self.lock().sink {
+            Some(Sink::Consumer(_)) => format!("consumer of {}", self.name),
+            _ => self.target.display().to_string(),
+        }
     }
 }

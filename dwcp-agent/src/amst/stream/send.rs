@@ -139,7 +139,16 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
     for worker in workers {
         let _ = worker.join();
     }
-    outcome?;
+    if let Err(err) = outcome {
+        // The receiver may have said why on the control connection (its sink failed).
+        let _ = control_r
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)));
+        if let Ok(Control::Abort { reason }) = messages::recv(&mut control_r) {
+            return Err(AmstError::Aborted(reason));
+        }
+        return Err(err);
+    }
     let (bytes, digest) = read_result?;
     let elapsed = start.elapsed();
     messages::send(
