@@ -22,7 +22,7 @@ impl Pages {
     /// `count` pages, every one written with generation 0 (so all of it is resident).
     pub fn new(count: usize) -> Self {
         let mut words = vec![0u64; count * PAGE_WORDS];
-        for (index, page) in words.chunks_exact_mut(PAGE_WORDS).enumerate() {
+        for (index, page) in words.as_chunks_mut::<PAGE_WORDS>().0.iter_mut().enumerate() {
             pattern::write(page, index as u64, 0);
         }
         Self {

@@ -22,7 +22,9 @@ pub fn start() -> std::io::Result<thread::JoinHandle<()>> {
         .name("heartbeat".to_owned())
         .spawn(|| {
             let start = Instant::now();
-            for tick in 1u32.. {
+            let mut tick = 0u64;
+            loop {
+                tick += 1;
                 let uptime = fs::read_to_string(UPTIME).unwrap_or_default();
                 match line(&uptime) {
                     Some(line) => crate::say(line),
@@ -30,7 +32,7 @@ pub fn start() -> std::io::Result<thread::JoinHandle<()>> {
                         "DWCP-GUEST HEARTBEAT t=unknown ({UPTIME}: {uptime:?})"
                     )),
                 }
-                let next = Duration::from_secs(u64::from(tick));
+                let next = Duration::from_secs(tick);
                 thread::sleep(next.saturating_sub(start.elapsed()));
             }
         })

@@ -43,7 +43,12 @@ impl Table {
             }
         }
         let mut words = vec![0u64; count * RECORD_WORDS];
-        for (record, &key) in words.chunks_exact_mut(RECORD_WORDS).zip(&keys) {
+        for (record, &key) in words
+            .as_chunks_mut::<RECORD_WORDS>()
+            .0
+            .iter_mut()
+            .zip(&keys)
+        {
             pattern::write(record, key, 0);
         }
         Self {

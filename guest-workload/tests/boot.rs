@@ -3,6 +3,11 @@
 //! and `table` verify their memory, a bad option is reported, and an ACPI power-button
 //! press (QMP `system_powerdown`) makes the guest power itself off.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers: a panic with the message is the failure report"
+)]
+
 mod privileged {
     use std::{
         env, fs,
@@ -54,7 +59,7 @@ mod privileged {
         /// Boots the guest with `options` appended to `console=ttyS0`.
         fn boot(options: &str) -> Self {
             let guest = guest_dir();
-            let dir = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().expect("Cannot create a temporary folder");
             let log = dir.path().join("serial.log");
             let qmp = dir.path().join("qmp.sock");
             let mut cmd = Command::new("qemu-system-x86_64");
@@ -105,7 +110,7 @@ mod privileged {
                 if done(&lines) {
                     return;
                 }
-                if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(status) = self.child.try_wait().expect("Cannot poll QEMU") {
                     panic!("QEMU exited ({status}) before {what}; console:\n{console}");
                 }
                 assert!(
@@ -119,15 +124,16 @@ mod privileged {
         /// Presses the power button through QMP.
         fn power_down(&self) {
             let path = self.dir.path().join("qmp.sock");
-            let stream = UnixStream::connect(&path).unwrap();
+            let stream = UnixStream::connect(&path).expect("Cannot connect to QMP");
             stream
                 .set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
+                .expect("Cannot set the QMP read timeout");
+            let mut reader =
+                BufReader::new(stream.try_clone().expect("Cannot clone the QMP socket"));
             let greeting = read_json(&mut reader);
             assert!(greeting.get("QMP").is_some(), "{greeting}");
             for command in ["qmp_capabilities", "system_powerdown"] {
-                writeln!(&stream, "{{\"execute\": \"{command}\"}}").unwrap();
+                writeln!(&stream, "{{\"execute\": \"{command}\"}}").expect("Cannot write to QMP");
                 // Events (e.g. POWERDOWN) may come before the answer.
                 loop {
                     let reply = read_json(&mut reader);
@@ -143,7 +149,7 @@ mod privileged {
         fn wait_exit(&mut self) -> ExitStatus {
             let deadline = Instant::now() + PATIENCE;
             loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(status) = self.child.try_wait().expect("Cannot poll QEMU") {
                     return status;
                 }
                 assert!(
@@ -168,9 +174,9 @@ mod privileged {
     /// One JSON line from QMP.
     fn read_json(reader: &mut impl std::io::BufRead) -> serde_json::Value {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).unwrap();
+        let n = reader.read_line(&mut line).expect("Cannot read from QMP");
         assert!(n > 0, "QMP closed the connection");
-        serde_json::from_str(&line).unwrap()
+        serde_json::from_str(&line).expect("QMP sent a line that is not JSON")
     }
 
     /// The lines after `READY`.

@@ -177,10 +177,7 @@ fn check_path(path: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write as _,
-        process::{Command, Stdio},
-    };
+    use std::process::{Command, Stdio};
 
     use super::*;
 
