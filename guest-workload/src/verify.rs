@@ -13,6 +13,10 @@ use crate::PAGE_SIZE;
 
 /// Units checked between two looks at the clock.
 const VERIFY_BATCH: usize = 64;
+/// Most units rewritten between two looks at the clock: when the CPU cannot keep up with
+/// the rate (a slow emulator), the workload falls behind it rather than stop checking and
+/// reporting; the `dirtied` figure tells what was really written.
+const DIRTY_BATCH: u64 = 256;
 
 /// Memory made of units that can be rewritten and checked one at a time.
 pub trait Store {
@@ -128,7 +132,7 @@ impl<S: Store> Engine<S> {
             let elapsed = start.elapsed();
             // Truncation is intended: whole units due so far.
             let due = (units_per_s * elapsed.as_secs_f64()) as u64;
-            self.dirty(due.saturating_sub(self.dirtied));
+            self.dirty(due.saturating_sub(self.dirtied).min(DIRTY_BATCH));
             self.verify(VERIFY_BATCH.min(self.store.units()));
             if elapsed >= next_report {
                 report(&self.status());

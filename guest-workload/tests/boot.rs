@@ -72,7 +72,7 @@ mod privileged {
                 "-display",
                 "none",
             ]);
-            cmd.args(["-monitor", "none", "-no-reboot"]);
+            cmd.args(["-monitor", "none", "-nic", "none", "-no-reboot"]);
             cmd.arg("-kernel").arg(guest.join("vmlinuz"));
             cmd.arg("-initrd").arg(guest.join("initrd.gz"));
             cmd.arg("-append").arg(format!("console=ttyS0 {options}"));

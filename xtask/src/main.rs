@@ -2,8 +2,8 @@
 //!
 //! Each subcommand lives in its own module with its own options:
 //! - `setup`: install what building and testing need (idempotent; a second run is a no-op);
-//! - `test`: the full check CI runs (setup, fmt, clippy for host and eBPF, nextest, a
-//!   bounded fuzz run);
+//! - `test`: the full check CI runs (setup, the guest, fmt, clippy for host and eBPF,
+//!   nextest, a bounded fuzz run);
 //! - `guest`: build the small Linux guest (kernel, initramfs, self-checking workload) the
 //!   VM tests and benchmarks boot;
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time each;
@@ -42,8 +42,8 @@ struct Cli {
 enum Command {
     /// Install packages, toolchains and bpf-linker this project needs (idempotent).
     Setup(setup::Options),
-    /// Run setup, fmt, clippy (host and eBPF), the test suite and the fuzz targets, as CI
-    /// does.
+    /// Run setup, the guest build, fmt, clippy (host and eBPF), the test suite and the fuzz
+    /// targets, as CI does.
     Test(test::Options),
     /// Build the test guest (Debian kernel + busybox initramfs + workload) if it changed.
     Guest(guest::Options),
