@@ -249,4 +249,52 @@ mod tests {
         );
         assert_eq!(parse_show(""), None);
     }
+
+    #[test]
+    fn reads_the_files_of_a_real_deb_and_refuses_other_files() {
+        let dir = std::env::temp_dir().join(format!("dwcp-deb-test-{}", std::process::id()));
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        fs::create_dir_all(tree.join("bin")).unwrap();
+        fs::write(
+            tree.join("DEBIAN/control"),
+            "Package: dwcp-test\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\n\
+             Description: test\n",
+        )
+        .unwrap();
+        fs::write(tree.join("bin/hello"), b"hello").unwrap();
+        let deb = dir.join("dwcp-test_1.0_all.deb");
+        let mut build = Command::new("dpkg-deb");
+        build
+            .args(["--build", "--root-owner-group"])
+            .arg(&tree)
+            .arg(&deb);
+        assert!(build.output().unwrap().status.success());
+        let mut seen = Vec::new();
+        for_each_file(&deb, |path, reader| {
+            let mut text = String::new();
+            reader.read_to_string(&mut text)?;
+            seen.push((path.to_owned(), text));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [("bin/hello".to_owned(), "hello".to_owned())]);
+        let wanted = Wanted {
+            package: "dwcp-test".into(),
+            version: "1.0".into(),
+        };
+        assert_eq!(
+            cached(&dir, &wanted.package, &wanted.version).unwrap(),
+            Some(deb.clone())
+        );
+        assert_eq!(cached(&dir, "dwcp-test", "2.0").unwrap(), None);
+
+        fs::write(&deb, b"not a deb").unwrap();
+        let err = for_each_file(&deb, |_, _| Ok(())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("dwcp-test_1.0_all.deb"),
+            "{err:#}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -83,13 +83,15 @@ pub fn run(opts: &Options) -> Result<()> {
     let (kernel_pkg, busybox_pkg) = debs::resolve(&debs_dir)?;
     let kernel_deb = debs::fetch(&debs_dir, &kernel_pkg)?;
     let busybox_deb = debs::fetch(&debs_dir, &busybox_pkg)?;
-    let kernel_sha = manifest::sha256_file(&kernel_deb.path)?;
-    let busybox_sha = manifest::sha256_file(&busybox_deb.path)?;
     let workload_sha = manifest::sha256(&workload);
+    // A cached `.deb` is named by package and version (apt checked its hash when it
+    // downloaded it), so those and its size identify it without hashing 70 MB each run.
+    let kernel_id = deb_identity(&kernel_deb)?;
+    let busybox_id = deb_identity(&busybox_deb)?;
     let inputs = manifest::fingerprint(
         [
-            kernel_sha.as_bytes(),
-            busybox_sha.as_bytes(),
+            kernel_id.as_bytes(),
+            busybox_id.as_bytes(),
             workload_sha.as_bytes(),
         ]
         .into_iter()
@@ -109,6 +111,8 @@ pub fn run(opts: &Options) -> Result<()> {
         return Ok(());
     }
     println!("guest: reading {}", kernel_deb.path.display());
+    let kernel_sha = manifest::sha256_file(&kernel_deb.path)?;
+    let busybox_sha = manifest::sha256_file(&busybox_deb.path)?;
     let kernel = kernel::extract(&kernel_deb.path, MODULES)?;
     let busybox = read_busybox(&busybox_deb.path)?;
     let applets = busybox_applets(&out, &busybox)?;
@@ -165,6 +169,14 @@ pub fn run(opts: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Package, version and size of a cached `.deb`.
+fn deb_identity(deb: &debs::Deb) -> Result<String> {
+    let size = fs::metadata(&deb.path)
+        .with_context(|| format!("Cannot read {}", deb.path.display()))?
+        .len();
+    Ok(format!("{} {} {size}", deb.package, deb.version))
 }
 
 /// The busybox binary of the `busybox-static` package.
