@@ -2,14 +2,17 @@
 //!
 //! Each subcommand lives in its own module with its own options:
 //! - `setup`: install what building and testing need (idempotent; a second run is a no-op);
-//! - `test`: the full check CI runs (setup, fmt, clippy for host and eBPF, nextest, a
-//!   bounded fuzz run);
+//! - `test`: the full check CI runs (setup, the guest, fmt, clippy for host and eBPF,
+//!   nextest, a bounded fuzz run);
+//! - `guest`: build the small Linux guest (kernel, initramfs, self-checking workload) the
+//!   VM tests and benchmarks boot;
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time each;
 //! - `run`: build the agent in release and run it in the foreground (the main job);
 //! - `install`: install the agent binary, its systemd unit and a default config.
 
 mod cmd;
 mod fuzz;
+mod guest;
 mod install;
 mod run;
 mod setup;
@@ -39,9 +42,11 @@ struct Cli {
 enum Command {
     /// Install packages, toolchains and bpf-linker this project needs (idempotent).
     Setup(setup::Options),
-    /// Run setup, fmt, clippy (host and eBPF), the test suite and the fuzz targets, as CI
-    /// does.
+    /// Run setup, the guest build, fmt, clippy (host and eBPF), the test suite and the fuzz
+    /// targets, as CI does.
     Test(test::Options),
+    /// Build the test guest (Debian kernel + busybox initramfs + workload) if it changed.
+    Guest(guest::Options),
     /// Run every fuzz target (or one) for a bounded time; a crash fails with its reproducer.
     Fuzz(fuzz::Options),
     /// Build the agent in release and run it in the foreground.
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Guest(opts) => guest::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Run(opts) => run::run(&opts),
         Command::Install(opts) => install::run(&opts),

@@ -2,7 +2,8 @@
 //!
 //! Every item is checked first and installed only when missing, so a second run is a
 //! quick no-op printing one `ok: already present` line per item. The items, in order:
-//! Debian packages (root only), the host toolchain and cargo-nextest, the eBPF nightly
+//! Debian packages (root only), the host toolchain (with the musl target for the guest's
+//! workload) and cargo-nextest, the eBPF nightly
 //! with `rust-src`, cargo-fuzz (run with that nightly), bpf-linker linked against that
 //! nightly's libLLVM, and a mounted tracefs (root only). Missing root is a warning, a
 //! failed item an error.
@@ -17,7 +18,7 @@ mod tracefs;
 use anyhow::Result;
 
 use crate::{
-    sys,
+    guest, sys,
     toolchain::{self, Toolchain},
 };
 use report::Report;
@@ -34,7 +35,8 @@ pub struct Options {}
 /// required item could not be installed.
 pub fn run(_opts: &Options) -> Result<()> {
     let root = sys::workspace_root()?;
-    let host = Toolchain::host(&root)?;
+    // The musl target builds the guest's static workload binary (`cargo xtask guest`).
+    let host = Toolchain::host(&root)?.with_target(guest::WORKLOAD_TARGET);
     let ebpf = Toolchain::ebpf(&root)?.with_component(EBPF_CLIPPY);
     let triple = toolchain::host_triple()?;
     println!("==> setup");

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the full check CI runs, in order, stopping at the first failure:
-//! setup, `cargo fmt --check`, clippy on the host crates, clippy on the eBPF crate (with
+//! setup, the test guest (`cargo xtask guest`, a no-op when up to date; the VM tests
+//! boot it), `cargo fmt --check`, clippy on the host crates, clippy on the eBPF crate (with
 //! the pinned nightly, for `bpfel-unknown-none`), the tests with nextest's `ci` profile
 //! (`.config/nextest.toml`; JUnit report in `target/nextest/ci/junit.xml`), then a bounded
 //! run of every fuzz target (`cargo xtask fuzz`, [`fuzz::DEFAULT_SECONDS`] each unless
@@ -15,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, fuzz, setup, sys, toolchain::Toolchain};
+use crate::{cmd, fuzz, guest, setup, sys, toolchain::Toolchain};
 
 /// The one crate that is built for the eBPF target instead of the host.
 const EBPF_CRATE: &str = "dwcp-ebpf";
@@ -63,6 +64,8 @@ pub fn run(opts: &Options) -> Result<()> {
 fn run_steps(opts: &Options) -> Result<()> {
     let root = sys::workspace_root()?;
     let ebpf = Toolchain::ebpf(&root)?;
+    println!("==> guest");
+    guest::run(&guest::Options::default()).context("Step `guest` failed")?;
     for (name, mut command) in steps(&root, &ebpf, opts) {
         println!("==> {name}");
         cmd::run(&mut command).with_context(|| format!("Step `{name}` failed"))?;

@@ -24,6 +24,9 @@ pub struct Toolchain {
     /// Components installed on top of the profile.
     #[serde(default)]
     pub components: Vec<String>,
+    /// Targets installed besides the host's own.
+    #[serde(default)]
+    pub targets: Vec<String>,
     /// rustup profile (`minimal` unless the file says otherwise).
     #[serde(default = "minimal")]
     pub profile: String,
@@ -60,6 +63,34 @@ impl Toolchain {
             self.components.push(component.to_owned());
         }
         self
+    }
+
+    /// Adds `target` to the targets to install, if it is not listed yet.
+    pub fn with_target(mut self, target: &str) -> Self {
+        if !self.targets.iter().any(|t| t == target) {
+            self.targets.push(target.to_owned());
+        }
+        self
+    }
+
+    /// Those of `wanted` that rustup does not list as installed for this toolchain.
+    pub fn missing_targets(&self, wanted: &[impl AsRef<str>]) -> Result<Vec<String>> {
+        let installed = cmd::output(&mut cmd::new(
+            "rustup",
+            [
+                "target",
+                "list",
+                "--installed",
+                "--toolchain",
+                &self.channel,
+            ],
+        ))?;
+        Ok(wanted
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+            .map(str::to_owned)
+            .collect())
     }
 
     /// The `+<channel>` argument selecting this toolchain for a rustup proxy.

@@ -14,8 +14,32 @@ pub fn ensure_toolchain(report: &mut Report, toolchain: &Toolchain, host: &str) 
     report.record(&item, result);
 }
 
-/// Installs `toolchain` (or just its missing components) unless all is there.
+/// Installs `toolchain` (or just its missing components and targets) unless all is there.
 fn install_toolchain(item: &str, toolchain: &Toolchain, host: &str) -> Result<Outcome> {
+    let outcome = install_components(item, toolchain, host)?;
+    let targets = toolchain.missing_targets(&toolchain.targets)?;
+    if targets.is_empty() {
+        return Ok(outcome);
+    }
+    let what = format!("targets {}", targets.join(", "));
+    installing(item, &format!("adding {what}"));
+    let mut args = vec!["target", "add", "--toolchain", toolchain.channel.as_str()];
+    args.extend(targets.iter().map(String::as_str));
+    cmd::run(&mut cmd::new("rustup", args))?;
+    let still = toolchain.missing_targets(&toolchain.targets)?;
+    ensure!(
+        still.is_empty(),
+        "Still missing targets: {}",
+        still.join(", ")
+    );
+    Ok(match outcome {
+        Outcome::Installed(done) => Outcome::Installed(format!("{done}; added {what}")),
+        _ => Outcome::Installed(format!("added {what}")),
+    })
+}
+
+/// Installs `toolchain` (or just its missing components) unless all is there.
+fn install_components(item: &str, toolchain: &Toolchain, host: &str) -> Result<Outcome> {
     let channel = toolchain.channel.as_str();
     let done = if toolchain.is_installed(host) {
         let missing = toolchain.missing_components(host)?;
