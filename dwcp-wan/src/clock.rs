@@ -42,6 +42,22 @@ pub fn minimise_timer_slack() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
 }
 
+/// The real-time priority of the data-path threads (low among real-time priorities, so
+/// kernel threads that use higher ones still preempt them).
+const DATA_PATH_PRIORITY: libc::c_int = 10;
+
+/// Puts this thread in the `SCHED_FIFO` class so that packets are read and delivered on
+/// time even when the machine's cores are busy with other work (the data path only ever
+/// blocks or sleeps, never spins, and the kernel's real-time throttling still applies).
+/// Returns whether the kernel allowed it.
+pub fn raise_to_realtime() -> bool {
+    let param = libc::sched_param {
+        sched_priority: DATA_PATH_PRIORITY,
+    };
+    // SAFETY: `param` is a valid sched_param; pid 0 means the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

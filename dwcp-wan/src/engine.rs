@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use crate::clock::{minimise_timer_slack, now_ns, sleep_until};
+use crate::clock::{minimise_timer_slack, now_ns, raise_to_realtime, sleep_until};
 use crate::error::WanError;
 use crate::profile::LinkProfile;
 use crate::ring::{Consumer, Producer, ring};
@@ -142,6 +142,7 @@ fn read(
     counters: &LinkCounters,
     stop: &AtomicBool,
 ) {
+    raise_to_realtime();
     let mut packet = vec![0u8; 65_536];
     let mut fds = [
         libc::pollfd {
@@ -204,6 +205,7 @@ fn sort(packet: &[u8], directions: &mut [Inbound; 2], counters: &LinkCounters) {
 /// A delivery thread: writes each packet back to the TUN device when it is due.
 fn deliver(mut ring: Consumer, tun: RawFd, counters: &DirectionCounters, stop: &AtomicBool) {
     minimise_timer_slack();
+    raise_to_realtime();
     let start = now_ns();
     let mut second = 0usize;
     let mut second_bytes = 0u64;
