@@ -24,19 +24,19 @@ struct Args {
     #[arg(long)]
     profile_file: Option<PathBuf>,
     /// Rate of each direction, e.g. `1gbit`, `500mbit`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     rate: Option<String>,
     /// Round-trip time, e.g. `50ms`, `0.2ms`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     rtt: Option<String>,
     /// One-way delay variation (±), e.g. `1ms`; never reorders packets.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     jitter: Option<String>,
     /// Random loss each way, e.g. `0.001` or `0.1%`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     loss: Option<String>,
     /// Queue limit: `bdp`, a time at the rate (`5ms`) or a size (`256KiB`).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     queue: Option<String>,
     /// Seed of the loss and jitter generator.
     #[arg(long)]
