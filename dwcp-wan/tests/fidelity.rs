@@ -237,4 +237,68 @@ mod privileged {
             direction.bytes
         );
     }
+
+    #[test]
+    fn jitter_spreads_the_rtt_without_reordering() {
+        let profile = LinkProfile {
+            jitter: Duration::from_millis(2),
+            seed: Some(11),
+            ..LinkProfile::new("jitter-test", 1_000_000_000, Duration::from_millis(20))
+        };
+        let link = WanLink::start(&profile).unwrap();
+        // Isolated probes: each direction's delay is 10 ms ± 2 ms, uniform.
+        let rtts = udp_rtts(&link, 100, 3);
+        let (min, max) = (*rtts.iter().min().unwrap(), *rtts.iter().max().unwrap());
+        eprintln!("jitter: RTT mean {:?} min {min:?} max {max:?}", mean(&rtts));
+        assert_within(
+            mean(&rtts).as_secs_f64() * 1e6,
+            20_000.0,
+            0.05,
+            "mean RTT in µs with jitter",
+        );
+        assert!(min >= Duration::from_millis(16), "{min:?}");
+        assert!(max <= Duration::from_micros(24_500), "{max:?}");
+        assert!(
+            max - min >= Duration::from_millis(4),
+            "jitter spread only {:?}",
+            max - min
+        );
+
+        // A stream of numbered datagrams 20 µs apart (far closer than the jitter range)
+        // arrives in order.
+        let receiver = udp_socket(link.b(), 7200);
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let sender = udp_socket(link.a(), 0);
+        let to = SocketAddr::from((link.b().addr, 7200));
+        let counter = std::thread::spawn(move || {
+            support::realtime();
+            let mut buf = [0u8; 64];
+            let mut order = Vec::new();
+            while let Ok(len) = receiver.recv(&mut buf) {
+                order.push(u32::from_be_bytes(buf[..len].try_into().unwrap()));
+            }
+            order
+        });
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                support::realtime();
+                for i in 0..5000u32 {
+                    sender.send_to(&i.to_be_bytes(), to).unwrap();
+                    let until = Instant::now() + Duration::from_micros(20);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        });
+        let order = counter.join().unwrap();
+        link.stop().unwrap();
+        assert_eq!(order.len(), 5000);
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "datagrams were reordered"
+        );
+    }
 }
