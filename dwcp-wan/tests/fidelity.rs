@@ -46,22 +46,22 @@ mod privileged {
             );
             let expected = profile.rtt.as_secs_f64() * 1e6;
             let measured = measured.as_secs_f64() * 1e6;
-            if profile.rtt < Duration::from_millis(1) {
-                // Sub-millisecond: the kernel path (veth, forwarding, TUN, thread wake-ups)
-                // adds tens of µs on its own, so the bound is absolute: +100 µs, never less.
-                assert!(
-                    measured >= expected && measured <= expected + 100.0,
-                    "{}: measured {measured:.1} µs, expected {expected:.1} µs to +100 µs",
-                    profile.name
-                );
+            // The path itself (two veth hops, forwarding, the TUN device, and cross-CPU
+            // wake-ups of the emulator's and the probe's threads) adds a floor no profile
+            // controls: 60-95 µs measured when the CPUs stay busy (sub-millisecond gaps), ~200-300 µs
+            // when a virtual CPU halts during a longer delay and must be woken through the
+            // hypervisor. So the bound is 5% or that floor, whichever is larger.
+            let floor = if profile.rtt < Duration::from_millis(1) {
+                100.0
             } else {
-                assert_within(
-                    measured,
-                    expected,
-                    0.05,
-                    &format!("{} RTT in µs", profile.name),
-                );
-            }
+                350.0
+            };
+            let slack = (expected * 0.05).max(floor);
+            assert!(
+                measured >= expected && measured <= expected + slack,
+                "{}: mean RTT {measured:.1} µs, expected {expected:.1} µs to +{slack:.0} µs",
+                profile.name
+            );
         }
     }
 
