@@ -20,9 +20,18 @@ mod privileged {
             ..profile.clone()
         };
         let link = WanLink::start(&lossless).unwrap();
-        let rtts = udp_rtts(&link, count, 3);
+        let mut rtts = udp_rtts(&link, count, 3);
         let stats = link.stop().unwrap();
         assert_eq!(stats.a_to_b.dropped_queue + stats.b_to_a.dropped_queue, 0);
+        rtts.sort();
+        eprintln!(
+            "{}: RTT min {:?} median {:?} p99 {:?} max {:?}",
+            profile.name,
+            rtts[0],
+            rtts[rtts.len() / 2],
+            rtts[rtts.len() * 99 / 100],
+            rtts[rtts.len() - 1]
+        );
         mean(&rtts)
     }
 
