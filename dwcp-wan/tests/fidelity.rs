@@ -255,22 +255,37 @@ mod privileged {
             ..LinkProfile::new("jitter-test", 1_000_000_000, Duration::from_millis(20))
         };
         let link = WanLink::start(&profile).unwrap();
-        // Isolated probes: each direction's delay is 10 ms ± 2 ms, uniform.
-        let rtts = udp_rtts(&link, 100, 3);
-        let (min, max) = (*rtts.iter().min().unwrap(), *rtts.iter().max().unwrap());
-        eprintln!("jitter: RTT mean {:?} min {min:?} max {max:?}", mean(&rtts));
+        // Isolated probes: each direction's delay is 10 ms ± 2 ms, uniform, so the RTT is
+        // triangular on 16-24 ms (2nd and 98th percentiles near 16.8 and 23.2 ms) plus the
+        // path's floor (see `rtt_matches_every_builtin_profile`). Single probes can meet a
+        // hypervisor hiccup, so the upper checks use the 98th percentile.
+        let mut rtts = udp_rtts(&link, 200, 3);
+        rtts.sort();
+        let (min, low, high) = (
+            rtts[0],
+            rtts[rtts.len() * 2 / 100],
+            rtts[rtts.len() * 98 / 100],
+        );
+        eprintln!(
+            "jitter: RTT mean {:?} min {min:?} p2 {low:?} p98 {high:?} max {:?}",
+            mean(&rtts),
+            rtts[rtts.len() - 1]
+        );
         assert_within(
             mean(&rtts).as_secs_f64() * 1e6,
             20_000.0,
             0.05,
             "mean RTT in µs with jitter",
         );
-        assert!(min >= Duration::from_millis(16), "{min:?}");
-        assert!(max <= Duration::from_micros(24_500), "{max:?}");
         assert!(
-            max - min >= Duration::from_millis(4),
+            min >= Duration::from_millis(16),
+            "no probe beats the shortest delay: {min:?}"
+        );
+        assert!(high <= Duration::from_micros(24_350), "p98 {high:?}");
+        assert!(
+            high - low >= Duration::from_millis(4),
             "jitter spread only {:?}",
-            max - min
+            high - low
         );
 
         // A stream of numbered datagrams 20 µs apart (far closer than the jitter range)
