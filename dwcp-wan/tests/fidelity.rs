@@ -57,13 +57,15 @@ mod privileged {
             let measured = measured.as_secs_f64() * 1e6;
             // The path itself (two veth hops, forwarding, the TUN device, and cross-CPU
             // wake-ups of the emulator's and the probe's threads) adds a floor no profile
-            // controls: 60-95 µs measured when the CPUs stay busy (sub-millisecond gaps),
-            // 200-300 µs when a virtual CPU halts during a longer delay and must be woken
-            // through the hypervisor. So the bound is 5% or that floor, whichever is larger.
+            // controls. Measured on the 2-vCPU VM with other builds running (load average
+            // 11-15): 55-105 µs for sub-millisecond delays, 190-390 µs for longer ones
+            // (the fastest single probe of metro-1g-5ms is already +200 µs: a floor, not
+            // noise; it grows with the machine's load). So the bound is 5% or that floor
+            // with some margin, whichever is larger.
             let floor = if profile.rtt < Duration::from_millis(1) {
                 150.0
             } else {
-                350.0
+                500.0
             };
             let slack = (expected * 0.05).max(floor);
             assert!(
