@@ -232,14 +232,18 @@ mod tests {
     fn given_back_blocks_go_first_and_completion_needs_every_ack() {
         let pool = pool();
         let out = Outbox::new(8);
+        let mut taken = Vec::new();
         for seq in 0..3 {
-            out.reserve();
+            assert_eq!(out.reserve(), Some(seq));
             out.push(block(&pool, seq));
+            if seq == 0 {
+                taken.push(out.take(|| false).unwrap());
+            }
         }
         out.finish();
-        let first = out.take(|| false).unwrap();
-        out.give_back([first]);
+        out.give_back(taken);
         assert_eq!(out.take(|| false).unwrap().seq, 0, "Given-back block first");
+        assert_eq!(out.take(|| false).unwrap().seq, 1);
         assert_eq!(out.resent(), 1);
         assert!(!out.is_complete());
         for _ in 0..3 {
