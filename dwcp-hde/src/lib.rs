@@ -81,6 +81,7 @@ pub mod delta;
 pub mod dict;
 pub mod error;
 pub mod frame;
+pub mod fuzz_input;
 pub mod history;
 pub mod index;
 pub mod pack;
