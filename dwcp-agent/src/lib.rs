@@ -8,6 +8,7 @@
 pub mod amst;
 pub mod config;
 pub mod daemon;
+pub mod hde_cli;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -27,6 +27,8 @@ enum Command {
     Send(SendArgs),
     /// Check a configuration file and print the effective configuration.
     CheckConfig(ConfigArgs),
+    /// HDE codec tools (`hde stats IMAGE`: what HDE does for a VM before migrating it).
+    Hde(dwcp_agent::hde_cli::HdeArgs),
     /// List every metric the agent exports (name, type, labels, help).
     Metrics {
         /// Print a Markdown table instead of plain lines.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Run(args) => effective_config(&args.config).and_then(run),
         Command::CheckConfig(args) => effective_config(&args).map(|config| println!("{config:#?}")),
         Command::Send(args) => send(&args),
+        Command::Hde(args) => dwcp_agent::hde_cli::run(&args),
         Command::Metrics { markdown } => {
             print_metrics(markdown);
             Ok(())
