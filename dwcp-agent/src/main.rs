@@ -81,6 +81,13 @@ struct SendArgs {
     /// TCP congestion control for data streams (e.g. cubic, bbr).
     #[arg(long)]
     congestion: Option<String>,
+    /// Block encoding: `none`, `zstd` (level 1), or `hde` (zero, duplicate and delta
+    /// pages, then zstd). With a codec a file is sent as a stream (in order, no resume).
+    #[arg(long, default_value = "none", value_parser = ["none", "zstd", "hde"])]
+    codec: String,
+    /// Do not use MSG_ZEROCOPY for stream payloads.
+    #[arg(long)]
+    no_zerocopy: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -179,6 +186,18 @@ fn print_metrics(markdown: bool) {
     }
 }
 
+/// The codec named on the command line (clap has checked the name).
+fn codec_choice(name: &str) -> dwcp_agent::protocol::messages::CodecChoice {
+    use dwcp_agent::protocol::messages::CodecChoice;
+    match name {
+        "zstd" => CodecChoice::Zstd { level: 1 },
+        "hde" => CodecChoice::Hde {
+            config: dwcp_hde::HdeConfig::default(),
+        },
+        _ => CodecChoice::None,
+    }
+}
+
 /// `dwcp-agent send`: progress bar on stderr, summary on stdout.
 fn send(args: &SendArgs) -> anyhow::Result<()> {
     logging::init(&config::LogConfig {
@@ -199,6 +218,8 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
             congestion: args.congestion.clone(),
             ..Default::default()
         },
+        codec: codec_choice(&args.codec),
+        zerocopy: !args.no_zerocopy,
         ..Default::default()
     };
     let source = if args.path.as_os_str() == "-" {

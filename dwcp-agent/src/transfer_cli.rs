@@ -71,6 +71,22 @@ pub fn send(
         on_progress: Some(&on_progress),
     };
     let result = match source {
+        Source::File(path) if !options.codec.is_none() => {
+            // Encoded blocks are decoded in order: the file goes as a stream.
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| {
+                    AmstError::Invalid(format!("{} has no UTF-8 file name", path.display()))
+                })?
+                .to_owned();
+            let file = std::fs::File::open(path).map_err(|source| AmstError::File {
+                what: "Cannot open",
+                path: path.display().to_string(),
+                source,
+            })?;
+            send_stream(file, &name, to, psk, options, &hooks)
+        }
         Source::File(path) => send_file(path, to, psk, options, probes.as_ref(), &hooks),
         Source::Stdin { name } => {
             let stdin =

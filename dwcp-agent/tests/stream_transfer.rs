@@ -12,6 +12,7 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpListener,
     os::unix::net::UnixStream,
+    sync::atomic::Ordering,
     thread,
     time::Duration,
 };
@@ -161,6 +162,62 @@ fn a_consumer_that_goes_away_fails_the_stream_with_a_clear_error() {
     );
 }
 
+/// Memory-like data: zero pages, repeated pages, pages that change a little, noise.
+fn memory_like(pages: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let base = data(4096, seed + 1);
+    let mut out = Vec::with_capacity(pages * 4096);
+    for i in 0..pages {
+        match i % 4 {
+            0 => out.extend(std::iter::repeat_n(0u8, 4096)),
+            1 => out.extend_from_slice(&base),
+            2 => {
+                let mut page = base.clone();
+                page[rng.random_range(0..4096)] ^= 0xff;
+                out.extend_from_slice(&page);
+            }
+            _ => out.extend_from_slice(&data(4096, seed + 2 + i as u64)),
+        }
+    }
+    out
+}
+
+#[test]
+fn zstd_and_hde_streams_arrive_bit_exact_and_smaller_on_the_wire() {
+    use dwcp_agent::protocol::messages::CodecChoice;
+    let rx = TestReceiver::start();
+    let bytes = memory_like(4096, 11); // 16 MiB
+    for (name, codec) in [
+        ("zstd.img", CodecChoice::Zstd { level: 1 }),
+        (
+            "hde.img",
+            CodecChoice::Hde {
+                config: dwcp_hde::HdeConfig {
+                    workers: 1,
+                    ..dwcp_hde::HdeConfig::default()
+                },
+            },
+        ),
+    ] {
+        let opts = SendOptions {
+            codec,
+            ..options(4, 256 << 10)
+        };
+        let wire_before = rx.receiver.stats().payload_bytes.load(Ordering::Relaxed);
+        let summary = stream_to(&rx, name, bytes.clone(), &opts).expect(name);
+        let wire = rx.receiver.stats().payload_bytes.load(Ordering::Relaxed) - wire_before;
+        assert_eq!(summary.bytes, bytes.len() as u64, "{name}");
+        // Half the pages are zero or repeats: any codec worth its name halves the bytes.
+        assert!(
+            wire * 2 < bytes.len() as u64,
+            "{name}: {wire} bytes on the wire for {} bytes",
+            bytes.len()
+        );
+        let got = std::fs::read(rx.path(name)).expect("received");
+        assert!(got == bytes, "{name}: received bytes differ");
+    }
+}
+
 #[test]
 fn empty_stream_creates_an_empty_file() {
     let rx = TestReceiver::start();
@@ -186,6 +243,7 @@ fn oversized_reorder_window_and_bad_names_are_refused_with_a_reason() {
             block_size: 16 << 20,
             stream: true,
             window: 1024,
+            codec: Default::default(),
         },
     )
     .expect("offer");

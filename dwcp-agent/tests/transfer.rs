@@ -326,6 +326,7 @@ mod raw {
             block_size: BLOCK as u32,
             stream: false,
             window: 0,
+            codec: Default::default(),
         };
         messages::send(&mut w, &offer).expect("offer");
         match messages::recv(&mut r).expect("accept") {

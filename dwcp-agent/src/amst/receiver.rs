@@ -308,8 +308,17 @@ impl Receiver {
                 block_size,
                 stream: true,
                 window,
+                codec,
                 ..
-            } => return self.stream_control(&mut reader, &mut writer, &name, block_size, window),
+            } => {
+                return self.stream_control(
+                    &mut reader,
+                    &mut writer,
+                    &name,
+                    (block_size, window),
+                    &codec,
+                );
+            }
             Control::Offer {
                 transfer_id,
                 name,
@@ -446,8 +455,8 @@ impl Receiver {
         reader: &mut FrameReader<TcpStream>,
         writer: &mut FrameWriter<TcpStream>,
         name: &str,
-        block_size: u32,
-        window: u64,
+        (block_size, window): (u32, u64),
+        codec: &messages::CodecChoice,
     ) -> Result<(), AmstError> {
         let consumer = self
             .consumers
@@ -457,7 +466,7 @@ impl Receiver {
         let opened = validate_name(name)
             .and_then(|()| check_block_size(block_size))
             .and_then(|()| {
-                StreamSession::open(&self.config.dir, name, block_size, window, consumer)
+                StreamSession::open(&self.config.dir, name, block_size, window, codec, consumer)
             });
         let session = match opened {
             Ok(session) => Arc::new(session),
@@ -468,7 +477,7 @@ impl Receiver {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, Live::Stream(Arc::clone(&session)));
-        tracing::info!(name, block_size, window, "Stream transfer started");
+        tracing::info!(name, block_size, window, ?codec, "Stream transfer started");
         let result = (|| {
             messages::send(
                 writer,
@@ -602,6 +611,13 @@ impl Receiver {
                     expected: "data",
                     got: format!("{:?}", header.kind),
                 }
+                .into());
+            }
+            if header.codec != crate::protocol::frame::Codec::None {
+                return Err(ProtocolError::Malformed(format!(
+                    "block {} encoded with {:?}: file transfers carry raw blocks",
+                    header.seq, header.codec
+                ))
                 .into());
             }
             let expected_offset = header.seq.checked_mul(session.block_size);

@@ -73,6 +73,8 @@ pub struct SendOptions {
     pub tuning: SocketTuning,
     /// Connect timeout per connection.
     pub connect_timeout: Duration,
+    /// How stream blocks are encoded (streamed transfers only).
+    pub codec: messages::CodecChoice,
     /// Send stream payloads with `MSG_ZEROCOPY` (streamed transfers, which keep every
     /// block until acknowledged anyway; turned off per stream where the kernel copies).
     pub zerocopy: bool,
@@ -87,6 +89,7 @@ impl Default for SendOptions {
             tuning: SocketTuning::default(),
             connect_timeout: Duration::from_secs(10),
             zerocopy: true,
+            codec: messages::CodecChoice::None,
         }
     }
 }
@@ -152,6 +155,7 @@ pub fn send_file(
             block_size,
             stream: false,
             window: 0,
+            codec: Default::default(),
         },
     )?;
     let (session, have) = match messages::recv(&mut control_r)? {

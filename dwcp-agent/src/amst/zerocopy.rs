@@ -13,7 +13,7 @@ use std::{io::ErrorKind, net::TcpStream, os::fd::AsRawFd as _};
 
 use crate::protocol::{
     ProtocolError,
-    frame::{FrameType, FrameWriter},
+    frame::{Codec, FrameType, FrameWriter},
 };
 
 /// `SO_EE_ORIGIN_ZEROCOPY` from `linux/errqueue.h`.
@@ -89,13 +89,16 @@ impl ZeroCopy {
         kind: FrameType,
         seq: u64,
         offset: u64,
+        coding: (Codec, u32),
         payload: &[u8],
     ) -> Result<Option<u32>, ProtocolError> {
         if !self.enabled || payload.is_empty() {
-            writer.write_frame(kind, seq, offset, payload)?;
+            writer.write_coded_frame(kind, seq, offset, coding, payload)?;
             return Ok(None);
         }
-        let header = writer.next_header(kind, seq, offset, payload).encode();
+        let header = writer
+            .next_coded_header(kind, seq, offset, coding, payload)
+            .encode();
         let socket = writer.get_ref();
         send_all(socket, &header, 0)?;
         let mut rest = payload;
@@ -268,9 +271,10 @@ mod tests {
         let mut writer = FrameWriter::new(socket.try_clone().unwrap());
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let mut tickets = Vec::new();
+        let coding = (Codec::None, payload.len() as u32);
         for seq in 0..8 {
             tickets.push(
-                zc.write_frame(&mut writer, FrameType::Data, seq, 0, &payload)
+                zc.write_frame(&mut writer, FrameType::Data, seq, 0, coding, &payload)
                     .unwrap(),
             );
         }

@@ -43,6 +43,10 @@ pub enum FrameType {
 pub enum Codec {
     /// Raw bytes.
     None = 0,
+    /// One HDE frame (`dwcp_hde`), decoded in stream order.
+    Hde = 1,
+    /// One zstd frame.
+    Zstd = 2,
 }
 
 /// A decoded, checked frame header.
@@ -107,6 +111,8 @@ impl FrameHeader {
         }
         let codec = match b[6] {
             0 => Codec::None,
+            1 => Codec::Hde,
+            2 => Codec::Zstd,
             other => return Err(ProtocolError::Malformed(format!("unknown codec {other}"))),
         };
         let header = Self {
@@ -237,14 +243,28 @@ impl<W: Write> FrameWriter<W> {
         payload: &[u8],
     ) -> FrameHeader {
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        self.next_coded_header(kind, seq, offset, (Codec::None, len), payload)
+    }
+
+    /// Builds the next header for a payload encoded with `codec` that decodes to
+    /// `raw_len` bytes.
+    pub fn next_coded_header(
+        &mut self,
+        kind: FrameType,
+        seq: u64,
+        offset: u64,
+        (codec, raw_len): (Codec, u32),
+        payload: &[u8],
+    ) -> FrameHeader {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let header = FrameHeader {
             kind,
-            codec: Codec::None,
+            codec,
             frame_no: self.next_frame,
             seq,
             offset,
             payload_len: len,
-            raw_len: len,
+            raw_len,
             payload_crc: crc32c::crc32c(payload),
         };
         self.next_frame += 1;
@@ -260,6 +280,23 @@ impl<W: Write> FrameWriter<W> {
         payload: &[u8],
     ) -> Result<(), ProtocolError> {
         let header = self.next_header(kind, seq, offset, payload).encode();
+        write_all_vectored(&mut self.inner, &header, payload)?;
+        Ok(())
+    }
+
+    /// Writes one frame whose payload is encoded with `codec` and decodes to `raw_len`
+    /// bytes.
+    pub fn write_coded_frame(
+        &mut self,
+        kind: FrameType,
+        seq: u64,
+        offset: u64,
+        coding: (Codec, u32),
+        payload: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let header = self
+            .next_coded_header(kind, seq, offset, coding, payload)
+            .encode();
         write_all_vectored(&mut self.inner, &header, payload)?;
         Ok(())
     }

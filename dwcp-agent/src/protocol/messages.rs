@@ -35,6 +35,9 @@ pub enum Control {
         /// For a stream: blocks the receiver may hold out of order (its reorder ring).
         #[serde(default, skip_serializing_if = "is_zero")]
         window: u64,
+        /// For a stream: how blocks are encoded (decoded by the receiver in order).
+        #[serde(default, skip_serializing_if = "CodecChoice::is_none")]
+        codec: CodecChoice,
     },
     /// Receiver accepts and lists blocks it already holds durably (resume).
     Accept {
@@ -60,6 +63,32 @@ pub enum Control {
         /// Why.
         reason: String,
     },
+}
+
+/// How a stream's blocks are encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CodecChoice {
+    /// Raw blocks.
+    #[default]
+    None,
+    /// Each block one zstd frame at this level.
+    Zstd {
+        /// zstd level.
+        level: i32,
+    },
+    /// HDE with this configuration (the receiver's decoder must share its geometry).
+    Hde {
+        /// The encoder's configuration.
+        config: dwcp_hde::HdeConfig,
+    },
+}
+
+impl CodecChoice {
+    /// True for raw blocks.
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -137,6 +166,7 @@ mod tests {
             block_size: 1 << 20,
             stream: false,
             window: 0,
+            codec: Default::default(),
         };
         let mut w = FrameWriter::new(Vec::new());
         send(&mut w, &msg).unwrap();

@@ -12,6 +12,7 @@
 //! - the digest is built in stream order ([`super::digest::StreamDigest`]);
 //! - there is no resume: a stream that fails entirely is sent again from the start.
 
+pub mod codec;
 pub mod outbox;
 pub mod receive;
 pub mod send;

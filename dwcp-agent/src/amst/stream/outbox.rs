@@ -21,8 +21,10 @@ pub struct Outgoing {
     pub seq: u64,
     /// Byte offset of its first byte in the stream.
     pub offset: u64,
-    /// The payload (its length is the block's length).
+    /// The payload as sent (its length is the block's length).
     pub block: Block,
+    /// How the payload is encoded, and its length once decoded.
+    pub coding: (crate::protocol::frame::Codec, u32),
 }
 
 /// Shared by the reader and every data stream of one streamed transfer.
@@ -201,10 +203,12 @@ mod tests {
     }
 
     fn block(pool: &BlockPool, seq: u64) -> Outgoing {
+        let block = pool.try_acquire().unwrap();
         Outgoing {
             seq,
             offset: seq * 10,
-            block: pool.try_acquire().unwrap(),
+            coding: (crate::protocol::frame::Codec::None, block.len() as u32),
+            block,
         }
     }
 

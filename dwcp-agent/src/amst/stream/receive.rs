@@ -21,12 +21,14 @@ use std::{
     time::Duration,
 };
 
+use super::codec::{self, BlockDecoder};
 use crate::{
     amst::{AmstError, digest::StreamDigest},
     pba::{Block, BlockPool, PoolConfig},
     protocol::{
         ProtocolError,
         frame::{FrameHeader, FrameReader, FrameType, FrameWriter},
+        messages::CodecChoice,
     },
 };
 
@@ -68,6 +70,8 @@ pub struct StreamSession {
     part: PathBuf,
     target: PathBuf,
     block_size: u32,
+    /// Largest frame payload accepted (coded blocks may exceed the block size a little).
+    max_payload: u32,
     window: u64,
     pool: BlockPool,
     state: Mutex<Reorder>,
@@ -83,8 +87,11 @@ struct Reorder {
     next: u64,
     /// Byte offset the next block must start at.
     next_offset: u64,
-    /// Slot `seq % window` holds block `seq` once it arrived early.
-    ring: Vec<Option<(u64, Block)>>,
+    /// Slot `seq % window` holds block `seq` (and its header) once it arrived early.
+    ring: Vec<Option<(FrameHeader, Block)>>,
+    decoder: BlockDecoder,
+    /// Decoded bytes of the block being delivered (allocated once, reused).
+    decoded: Vec<u8>,
     /// `None` once finished or discarded.
     sink: Option<Sink>,
     digest: StreamDigest,
@@ -100,8 +107,11 @@ impl StreamSession {
         name: &str,
         block_size: u32,
         window: u64,
+        codec_choice: &CodecChoice,
         consumer: Option<Consumer>,
     ) -> Result<Self, AmstError> {
+        let decoder = BlockDecoder::new(codec_choice).map_err(AmstError::Invalid)?;
+        let max_payload = codec::max_payload(codec_choice, block_size as usize);
         if !(1..=MAX_WINDOW).contains(&window)
             || window.saturating_mul(u64::from(block_size)) > MAX_REORDER_BYTES
         {
@@ -128,7 +138,7 @@ impl StreamSession {
         };
         let slots = usize::try_from(window).unwrap_or(1);
         let pool = BlockPool::new(PoolConfig {
-            block_size: (block_size as usize)
+            block_size: max_payload
                 .next_power_of_two()
                 .max(crate::pba::MIN_BLOCK_SIZE),
             min_blocks: 1,
@@ -142,12 +152,15 @@ impl StreamSession {
             part,
             target: dir.join(name),
             block_size,
+            max_payload: u32::try_from(max_payload).unwrap_or(u32::MAX),
             window,
             pool,
             state: Mutex::new(Reorder {
                 next: 0,
                 next_offset: 0,
                 ring: (0..slots).map(|_| None).collect(),
+                decoder,
+                decoded: Vec::with_capacity(block_size as usize),
                 sink: Some(sink),
                 digest: StreamDigest::default(),
                 failed: None,
@@ -195,7 +208,7 @@ impl StreamSession {
     pub fn serve(&self, stream: TcpStream) -> Result<u64, AmstError> {
         let mut reader = FrameReader::new(
             stream.try_clone().map_err(ProtocolError::Io)?,
-            self.block_size,
+            self.max_payload,
         );
         let mut writer = FrameWriter::new(stream);
         let mut bytes = 0u64;
@@ -210,6 +223,13 @@ impl StreamSession {
             let mut block = self.pool.acquire(Duration::from_secs(30))?;
             reader.read_payload(&header, block.as_mut_full())?;
             block.set_len(header.payload_len as usize);
+            if header.raw_len > self.block_size {
+                return Err(ProtocolError::Malformed(format!(
+                    "block {} decodes to {} bytes, more than the {}-byte block size",
+                    header.seq, header.raw_len, self.block_size
+                ))
+                .into());
+            }
             bytes += u64::from(header.payload_len);
             let delivered = self.accept(&header, block)?;
             writer.write_frame(FrameType::Ack, header.seq, delivered, &[])?;
@@ -238,12 +258,13 @@ impl StreamSession {
         }
         let slot = usize::try_from(seq % self.window).unwrap_or(0);
         if s.ring[slot].is_none() {
-            s.ring[slot] = Some((header.offset, block));
+            s.ring[slot] = Some((*header, block));
         }
-        while let Some((offset, block)) = {
+        while let Some((header, block)) = {
             let next_slot = usize::try_from(s.next % self.window).unwrap_or(0);
             s.ring[next_slot].take()
         } {
+            let offset = header.offset;
             if offset != s.next_offset {
                 let reason = format!(
                     "block {} starts at offset {offset}, the stream is at {}",
@@ -252,8 +273,19 @@ impl StreamSession {
                 self.fail(&mut s, reason.clone());
                 return Err(ProtocolError::Malformed(reason).into());
             }
-            let written = match s.sink.as_mut() {
-                Some(sink) => sink.write_all(&block),
+            let Reorder {
+                decoder,
+                decoded,
+                sink,
+                ..
+            } = &mut *s;
+            if let Err(reason) = decoder.decode(header.codec, &block, header.raw_len, decoded) {
+                let reason = format!("Block {} of stream {}: {reason}", header.seq, self.name);
+                self.fail(&mut s, reason.clone());
+                return Err(ProtocolError::Malformed(reason).into());
+            }
+            let written = match sink.as_mut() {
+                Some(sink) => sink.write_all(decoded),
                 None => Err(std::io::Error::other("Stream already finished")),
             };
             if let Err(source) = written {
@@ -265,9 +297,12 @@ impl StreamSession {
                     source,
                 });
             }
-            s.digest.update(&block);
+            let Reorder {
+                digest, decoded, ..
+            } = &mut *s;
+            digest.update(decoded);
             s.next += 1;
-            s.next_offset += block.len() as u64;
+            s.next_offset += u64::from(header.raw_len);
             self.delivered.notify_all();
         }
         Ok(s.next)

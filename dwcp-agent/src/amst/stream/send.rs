@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::outbox::{Outbox, Outgoing};
+use super::{
+    codec::{self, BlockEncoder},
+    outbox::{Outbox, Outgoing},
+};
 use crate::{
     amst::{
         AmstError,
@@ -29,7 +32,7 @@ use crate::{
     },
     pba::{BlockPool, PoolConfig},
     protocol::{
-        frame::{FrameReader, FrameType, FrameWriter},
+        frame::{Codec, FrameReader, FrameType, FrameWriter},
         handshake::{Psk, Role},
         messages::{self, Control},
     },
@@ -72,6 +75,7 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
             block_size,
             stream: true,
             window: reorder,
+            codec: options.codec.clone(),
         },
     )?;
     let session = match messages::recv(&mut control_r)? {
@@ -79,8 +83,9 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
         other => return Err(unexpected("accept", &other)),
     };
+    let encoder = BlockEncoder::new(&options.codec)?;
     let pool = BlockPool::new(PoolConfig {
-        block_size: options.block_size,
+        block_size: codec::max_payload(&options.codec, options.block_size).next_power_of_two(),
         min_blocks: 2,
         // Every stream's window, the read-ahead, and one being filled.
         max_blocks: (streams * window + 4).min(crate::pba::MAX_BLOCKS),
@@ -126,9 +131,10 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
     let reader = {
         let shared = Arc::clone(&shared);
         let pool = pool.clone();
+        let block_size = options.block_size;
         thread::Builder::new()
             .name("dwcp-stream-read".into())
-            .spawn(move || read_source(source, &pool, &shared))
+            .spawn(move || read_source(source, &pool, &shared, encoder, block_size))
             .map_err(|source| spawn_error(source, "reader"))?
     };
     let outcome = wait(&shared, &workers, &reader, hooks, streams);
@@ -269,24 +275,62 @@ fn read_source<S: Read + AsFd>(
     mut source: S,
     pool: &BlockPool,
     shared: &Shared,
+    mut encoder: BlockEncoder,
+    block_size: usize,
 ) -> Result<(u64, String), AmstError> {
     let mut digest = StreamDigest::default();
     let mut offset = 0u64;
+    // With a codec, blocks are read here and encoded into the pool block (both buffers
+    // allocated once).
+    let (mut raw, mut wire) = if encoder.is_none() {
+        (Vec::new(), Vec::new())
+    } else {
+        (vec![0u8; block_size], Vec::with_capacity(block_size * 2))
+    };
+    let read_err = |source| AmstError::File {
+        what: "Cannot read",
+        path: "the stream source".into(),
+        source,
+    };
     let result = (|| loop {
         let Some(seq) = shared.outbox.reserve() else {
             return Ok(());
         };
         let mut block = pool.acquire(Duration::from_secs(300))?;
-        let (len, eof) =
-            fill(&mut source, block.as_mut_full()).map_err(|source| AmstError::File {
-                what: "Cannot read",
-                path: "the stream source".into(),
-                source,
-            })?;
-        block.set_len(len);
+        let (len, eof, coding) = if encoder.is_none() {
+            let full = block.as_mut_full();
+            let cap = full.len().min(block_size);
+            let (len, eof) = fill(&mut source, &mut full[..cap]).map_err(read_err)?;
+            block.set_len(len);
+            (len, eof, (Codec::None, len as u32))
+        } else {
+            let (len, eof) = fill(&mut source, &mut raw).map_err(read_err)?;
+            let codec = encoder.encode(&raw[..len], offset, &mut wire)?;
+            let room = block.as_mut_full();
+            if wire.len() > room.len() {
+                return Err(AmstError::Invalid(format!(
+                    "encoded block of {} bytes exceeds the {}-byte pool block",
+                    wire.len(),
+                    room.len()
+                )));
+            }
+            room[..wire.len()].copy_from_slice(&wire);
+            block.set_len(wire.len());
+            (len, eof, (codec, len as u32))
+        };
         if len > 0 {
-            digest.update(&block);
-            shared.outbox.push(Outgoing { seq, offset, block });
+            // The digest covers the stream's bytes as read, before any encoding.
+            if encoder.is_none() {
+                digest.update(&block);
+            } else {
+                digest.update(&raw[..len]);
+            }
+            shared.outbox.push(Outgoing {
+                seq,
+                offset,
+                block,
+                coding,
+            });
             offset += len as u64;
         }
         if eof {
@@ -445,11 +489,13 @@ fn write_blocks(
             shared.outbox.give_back([block]);
             return Ok(());
         }
-        let (seq, offset, len) = (block.seq, block.offset, block.block.len());
+        let (seq, offset, coding) = (block.seq, block.offset, block.coding);
         sent.push_back((block, None));
         if let Some((block, ticket)) = sent.back_mut() {
-            *ticket = zc.write_frame(writer, FrameType::Data, seq, offset, &block.block)?;
+            *ticket = zc.write_frame(writer, FrameType::Data, seq, offset, coding, &block.block)?;
         }
-        shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        shared
+            .sent_bytes
+            .fetch_add(u64::from(coding.1), Ordering::Relaxed);
     }
 }
