@@ -52,6 +52,9 @@ const PACKAGES: &[Package] = &[
     // scrapes a real agent and evaluates every dashboard query and rule, and check the
     // configuration and rule files with `promtool`.
     required("prometheus"),
+    // `qemu-system-x86_64`: the agent's VMs; the VM lifecycle tests boot the test guest
+    // and drive it over QMP.
+    required("qemu-system-x86"),
     // `nc`: quick manual port checks when debugging those tests.
     optional("netcat-openbsd"),
 ];
