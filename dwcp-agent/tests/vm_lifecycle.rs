@@ -381,7 +381,10 @@ mod privileged {
         let results: Vec<(&str, CliOutput)> = std::thread::scope(|scope| {
             let handles: Vec<_> = ["pause", "resume", "pause", "resume", "pause", "pause"]
                 .into_iter()
-                .map(|action| scope.spawn(move || (action, cli(&socket, &[action, "busy"]))))
+                .map(|action| {
+                    let socket = &socket;
+                    scope.spawn(move || (action, cli(socket, &[action, "busy"])))
+                })
                 .collect();
             handles
                 .into_iter()

@@ -273,8 +273,10 @@ mod tests {
 
     #[test]
     fn state_dir_and_control_socket_are_checked() {
-        let mut config = AgentConfig::default();
-        config.state_dir = "relative/state".into();
+        let config = AgentConfig {
+            state_dir: "relative/state".into(),
+            ..AgentConfig::default()
+        };
         let err = config.validate().unwrap_err().to_string();
         assert_eq!(
             err,
@@ -282,13 +284,17 @@ mod tests {
         );
 
         let file = tempfile::NamedTempFile::new().unwrap();
-        let mut config = AgentConfig::default();
-        config.state_dir = file.path().to_owned();
+        let config = AgentConfig {
+            state_dir: file.path().to_owned(),
+            ..AgentConfig::default()
+        };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("is not a directory"), "{err}");
 
-        let mut config = AgentConfig::default();
-        config.control_socket = format!("/tmp/{}", "s".repeat(120)).into();
+        let config = AgentConfig {
+            control_socket: format!("/tmp/{}", "s".repeat(120)).into(),
+            ..AgentConfig::default()
+        };
         let err = config.validate().unwrap_err().to_string();
         assert!(
             err.starts_with("Invalid value for control_socket:"),
@@ -296,8 +302,10 @@ mod tests {
         );
         assert!(err.contains("unix sockets allow 107"), "{err}");
 
-        let mut config = AgentConfig::default();
-        config.control_socket = "/tmp".into();
+        let config = AgentConfig {
+            control_socket: "/tmp".into(),
+            ..AgentConfig::default()
+        };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
     }
