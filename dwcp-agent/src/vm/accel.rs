@@ -178,3 +178,70 @@ fn probe_kvm(qemu: &Path, dir: &Path, kernel: &Path) -> AccelChoice {
         Err(why) => tcg(format!("KVM unusable: {why}; using TCG")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    mod privileged {
+        use super::*;
+
+        /// The test guest's kernel (`cargo xtask guest`).
+        fn guest_kernel() -> PathBuf {
+            let cache = std::env::var_os("DWCP_CACHE_DIR").map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dwcp-cache"),
+                PathBuf::from,
+            );
+            let kernel = cache.join("guest/vmlinuz");
+            assert!(
+                kernel.is_file(),
+                "No {}: run `cargo xtask guest`",
+                kernel.display()
+            );
+            kernel
+        }
+
+        /// Whatever this host allows, the probe answers with a reason; KVM only with the
+        /// kernel banner seen, and no probe QEMU is left behind.
+        #[test]
+        fn the_probe_boots_the_kernel_under_kvm_or_says_why_not() {
+            let dir = tempfile::tempdir().unwrap();
+            let choice = probe_kvm(Path::new("qemu-system-x86_64"), dir.path(), &guest_kernel());
+            match choice.accel {
+                Accel::Kvm => assert!(choice.reason.contains("kernel banner"), "{choice:?}"),
+                Accel::Tcg => assert!(choice.reason.starts_with("KVM unusable: "), "{choice:?}"),
+            }
+            if kvm_device_usable().is_err() {
+                assert_eq!(choice.accel, Accel::Tcg);
+                assert!(choice.reason.contains("-accel kvm exited"), "{choice:?}");
+            }
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                0,
+                "probe log left"
+            );
+        }
+
+        #[tokio::test]
+        async fn the_decision_is_cached_per_detector() {
+            let dir = tempfile::tempdir().unwrap();
+            let detector = AccelDetector::new("qemu-system-x86_64".into(), dir.path().into());
+            let without_kernel = detector.choose(None).await;
+            assert_eq!(without_kernel.accel, Accel::Tcg);
+            let first = detector.choose(Some(&guest_kernel())).await;
+            assert_eq!(detector.decided(), Some(&first));
+            let again = detector
+                .choose(Some(Path::new("/nonexistent/kernel")))
+                .await;
+            assert_eq!(again, first);
+        }
+
+        #[test]
+        fn a_missing_qemu_binary_means_tcg_with_the_reason() {
+            let dir = tempfile::tempdir().unwrap();
+            let choice = probe_kvm(Path::new("/nonexistent/qemu"), dir.path(), &guest_kernel());
+            assert_eq!(choice.accel, Accel::Tcg);
+            assert!(choice.reason.contains("/nonexistent/qemu"), "{choice:?}");
+        }
+    }
+}

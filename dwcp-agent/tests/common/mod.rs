@@ -3,6 +3,8 @@
 
 #![expect(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod vm;
+
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
