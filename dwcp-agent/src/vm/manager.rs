@@ -271,8 +271,8 @@ impl VmManager {
         self.status(name)
     }
 
-    /// Presses the ACPI power button and waits for the guest to power off; after
-    /// `stop_timeout`, QMP `quit`; if QEMU still runs 5 s later, SIGKILL.
+    /// Presses the ACPI power button (again every 5 s) and waits for the guest to power
+    /// off; after `stop_timeout`, QMP `quit`; if QEMU still runs 5 s later, SIGKILL.
     pub async fn stop(&self, name: &str) -> Result<VmStatus, VmError> {
         let slot = self.slot(name)?;
         let mut vm = self.lock_live(&slot, name).await?;
@@ -287,9 +287,7 @@ impl VmManager {
         {
             return Err(self.qmp_failed(&slot, &mut vm, name, "stop", source));
         }
-        let method = if qmp.system_powerdown().await.is_ok()
-            && process.wait_exit(self.inner.config.stop_timeout).await
-        {
+        let method = if press_power_button(&qmp, &process, self.inner.config.stop_timeout).await {
             StopMethod::GuestPowerOff
         } else if qmp.quit().await.is_ok() && process.wait_exit(Duration::from_secs(5)).await {
             StopMethod::QmpQuit
@@ -509,6 +507,29 @@ impl VmManager {
                     })
                     .set(i64::from(record.state.name() == state));
             }
+        }
+    }
+}
+
+/// Presses the ACPI power button, again every few seconds (a guest still booting misses
+/// a press), until QEMU exits or `timeout` passes; true if it exited.
+async fn press_power_button(
+    qmp: &super::qmp::QmpClient,
+    process: &super::process::QemuProcess,
+    timeout: Duration,
+) -> bool {
+    const REPRESS: Duration = Duration::from_secs(5);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if qmp.system_powerdown().await.is_err() {
+            return process.wait_exit(Duration::from_secs(1)).await;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if process.wait_exit(left.min(REPRESS)).await {
+            return true;
+        }
+        if left <= REPRESS {
+            return false;
         }
     }
 }
