@@ -1,7 +1,8 @@
 //! `dwcp-agent run`: the long-running service.
 //!
-//! Start-up order: probes (or a logged reason why not), HTTP listener, readiness to
-//! systemd. A drain task refreshes the metrics on a timer and pings the watchdog only
+//! Start-up order: probes (or a logged reason why not), HTTP listener, DWCP receiver,
+//! VM manager (re-attaching to VMs that outlived the previous agent), control socket,
+//! readiness to systemd. Stopping the agent leaves VMs running. A drain task refreshes the metrics on a timer and pings the watchdog only
 //! while it really runs. SIGTERM or SIGINT starts a graceful stop: the HTTP server
 //! finishes, the drain task ends, the probes are detached, then the process exits.
 
@@ -14,6 +15,7 @@ use crate::{
         receiver::{Receiver, ReceiverConfig},
         socket::SocketTuning,
     },
+    api,
     config::AgentConfig,
     http::{self, HttpState},
     metrics::AgentMetrics,
@@ -21,6 +23,7 @@ use crate::{
     probe::Probes,
     protocol::handshake::Psk,
     telemetry::Telemetry,
+    vm::{ManagerConfig, VmManager},
 };
 
 /// Errors that stop the daemon.
@@ -49,6 +52,12 @@ pub enum DaemonError {
     /// The receiver could not start.
     #[error("Cannot start the DWCP receiver")]
     Receiver(#[source] crate::amst::AmstError),
+    /// The VM manager could not load its state.
+    #[error("Cannot load the VM state")]
+    Vms(#[source] crate::vm::VmError),
+    /// The control socket could not be set up.
+    #[error("Cannot serve the control API")]
+    Control(#[source] api::ApiServeError),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -66,6 +75,17 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let http_addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let receiver = start_receiver(&config, &telemetry)?;
+    let control_server = match start_vms(&config, &metrics, stop_rx.clone()).await {
+        Ok(server) => Some(server),
+        Err(err) => {
+            tracing::error!(
+                error = %crate::error_chain(&err),
+                hint = "run as root, or set state_dir and control_socket to writable paths",
+                "VM control unavailable; serving metrics without it"
+            );
+            None
+        }
+    };
 
     let drain = tokio::spawn(drain_loop(
         Arc::clone(&telemetry),
@@ -89,6 +109,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     tracing::info!(
         %http_addr,
         data_listen = %config.transport.listen,
+        control_socket = %config.control_socket.display(),
         probes = probes_up,
         "dwcp-agent ready"
     );
@@ -102,6 +123,9 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     notify::stopping();
     let _ = stop_tx.send(true);
     let served = server.await;
+    if let Some(control_server) = control_server {
+        let _ = control_server.await;
+    }
     let _ = drain.await;
     if let Some((thread, stop)) = receiver {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -112,6 +136,28 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         Ok(result) => result.map_err(DaemonError::Serve),
         Err(join) => Err(DaemonError::Serve(std::io::Error::other(join))),
     }
+}
+
+/// Loads the VMs (re-attaching to running ones) and serves the control API.
+async fn start_vms(
+    config: &AgentConfig,
+    metrics: &Arc<AgentMetrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, DaemonError> {
+    let vms = VmManager::open(
+        ManagerConfig::new(config.state_dir.clone()),
+        Arc::clone(metrics),
+    )
+    .await
+    .map_err(DaemonError::Vms)?;
+    let listener = api::bind(&config.control_socket).map_err(DaemonError::Control)?;
+    tracing::info!(socket = %config.control_socket.display(), vms = vms.list().len(), "Control API listening");
+    Ok(tokio::spawn(api::serve(
+        listener,
+        config.control_socket.clone(),
+        vms,
+        stop,
+    )))
 }
 
 type ReceiverHandle = (

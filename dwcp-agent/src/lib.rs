@@ -2,10 +2,12 @@
 //!
 //! Modules by capability: [`probe`] loads the kernel programs and reads their maps,
 //! [`telemetry`] turns readings into [`metrics`], [`http`] serves them, [`daemon`] runs
-//! the service, [`config`] holds its settings, [`notify`] talks to systemd.
+//! the service, [`config`] holds its settings, [`notify`] talks to systemd, [`vm`] runs
+//! QEMU VMs and [`api`] serves their local control API.
 //! See ARCHITECTURE.md at the repository root for the whole picture.
 
 pub mod amst;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod hde_cli;
@@ -18,6 +20,8 @@ pub mod probe;
 pub mod protocol;
 pub mod telemetry;
 pub mod transfer_cli;
+pub mod vm;
+pub mod vm_cli;
 
 /// Formats an error with all its sources: `outer: inner: innermost`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -9,6 +9,7 @@ use dwcp_agent::{
     config::{self, AgentConfig},
     daemon, error_chain, logging,
     metrics::names,
+    vm_cli,
 };
 
 /// DWCP host agent: fast VM-migration data plane, measured in the kernel by eBPF.
@@ -25,6 +26,8 @@ enum Command {
     Run(RunArgs),
     /// Send a file or block device to a peer agent over DWCP.
     Send(SendArgs),
+    /// Manage VMs through the local agent's control socket.
+    Vm(vm_cli::VmArgs),
     /// Check a configuration file and print the effective configuration.
     CheckConfig(ConfigArgs),
     /// HDE codec tools (`hde stats IMAGE`: what HDE does for a VM before migrating it).
@@ -57,6 +60,12 @@ struct ConfigArgs {
     /// Pre-shared key file (overrides transport.psk_file).
     #[arg(long)]
     psk_file: Option<PathBuf>,
+    /// State directory for VM records and disks (overrides state_dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Control API unix socket (overrides control_socket).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +115,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => effective_config(&args).map(|config| println!("{config:#?}")),
         Command::Send(args) => send(&args),
         Command::Hde(args) => dwcp_agent::hde_cli::run(&args),
+        Command::Vm(args) => vm_cli::run(&args).map_err(anyhow::Error::new),
         Command::Metrics { markdown } => {
             print_metrics(markdown);
             Ok(())
@@ -141,6 +151,12 @@ fn effective_config(args: &ConfigArgs) -> anyhow::Result<AgentConfig> {
     }
     if let Some(psk) = &args.psk_file {
         config.transport.psk_file = Some(psk.clone());
+    }
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if let Some(socket) = &args.control_socket {
+        config.control_socket = socket.clone();
     }
     config.validate()?;
     Ok(config)

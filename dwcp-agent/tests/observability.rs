@@ -378,6 +378,7 @@ fn dashboards_and_rules_name_only_exported_metrics() {
         assert!(!queries.is_empty(), "{} has no queries", dashboard.file);
         for (what, expr) in &queries {
             for name in metric_names(expr) {
+                let name = dwcp_agent::metrics::names::metric_of_series(name);
                 assert!(exported.contains(name), "{what}: {name} is not exported");
                 checked += 1;
             }
@@ -417,7 +418,11 @@ fn every_exported_metric_is_on_a_dashboard_panel() {
     let mut shown = BTreeSet::new();
     for dashboard in Dashboard::all() {
         for (_, expr) in dashboard.panel_queries() {
-            shown.extend(metric_names(&expr).into_iter().map(str::to_owned));
+            shown.extend(
+                metric_names(&expr)
+                    .into_iter()
+                    .map(|n| dwcp_agent::metrics::names::metric_of_series(n).to_owned()),
+            );
         }
     }
     let missing: Vec<&str> = exported()
@@ -914,6 +919,21 @@ mod privileged {
         let listen = || format!("127.0.0.1:{}", common::free_port());
         let mut agent = Agent::start(&["--listen", &listen()], |_| {});
         agent.wait_ready();
+        // A VM defined on the healthy agent (never started: no QEMU needed) gives the
+        // per-VM panels a real series.
+        let vm_dir = tempfile::tempdir().expect("tempdir");
+        let disk = vm_dir.path().join("disk.img");
+        std::fs::write(&disk, [0_u8; 512]).expect("disk image");
+        dwcp_agent::api::client::ApiClient::new(&agent.control_socket)
+            .call(
+                "POST",
+                "/v1/vms",
+                Some(&format!(
+                    r#"{{"name":"panel","disk":"{}"}}"#,
+                    disk.display()
+                )),
+            )
+            .unwrap_or_else(|e| panic!("create a VM: {e}: {}", agent.log_text()));
         let mut unprobed = Agent::start(&["--no-probes", "--listen", &listen()], |_| {});
         unprobed.wait_ready();
         // A target nothing listens on: the agent-down alert.

@@ -71,6 +71,19 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_and_control_socket_parse_as_top_level_keys() {
+        let config = parse(
+            "state_dir = \"/srv/dwcp\"\ncontrol_socket = \"/run/x.sock\"\n[http]\naddr = \"127.0.0.1:1\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.state_dir, Path::new("/srv/dwcp"));
+        assert_eq!(config.control_socket, Path::new("/run/x.sock"));
+        let err = parse("state_dirs = \"/x\"\n", "t").unwrap_err().to_string();
+        assert!(err.contains("state_dirs"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_refused_with_its_name() {
         let err = parse("[http]\nadress = \"127.0.0.1:1\"\n", "agent.toml").unwrap_err();
         let msg = err.to_string();

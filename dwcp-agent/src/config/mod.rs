@@ -44,13 +44,23 @@ pub enum ConfigError {
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9477";
 /// Default DWCP data-plane address (used by the transport).
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:9478";
+/// Default directory for the agent's state (VM records and disks).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dwcp";
+/// Default path of the local control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/dwcp/agent.sock";
+/// Longest unix socket path the kernel accepts (`sun_path` minus the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 /// Configuration file read when present and no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dwcp/agent.toml";
 
 /// Whole agent configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
+    /// Directory for the agent's state: `<state_dir>/vms/<name>/` per VM.
+    pub state_dir: std::path::PathBuf,
+    /// Unix socket of the local control API (VMs), created with mode 0600.
+    pub control_socket: std::path::PathBuf,
     /// HTTP endpoint for metrics and health.
     pub http: HttpConfig,
     /// Data plane.
@@ -110,6 +120,19 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: DEFAULT_STATE_DIR.into(),
+            control_socket: DEFAULT_CONTROL_SOCKET.into(),
+            http: HttpConfig::default(),
+            transport: TransportConfig::default(),
+            probes: ProbeConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -185,6 +208,39 @@ impl AgentConfig {
                 reason: format!("{} is not a directory", dir.display()),
             });
         }
+        for (key, path) in [
+            ("state_dir", &self.state_dir),
+            ("control_socket", &self.control_socket),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{} is not an absolute path", path.display()),
+                });
+            }
+        }
+        if self.state_dir.exists() && !self.state_dir.is_dir() {
+            return Err(ConfigError::Invalid {
+                key: "state_dir",
+                reason: format!("{} exists and is not a directory", self.state_dir.display()),
+            });
+        }
+        let socket_len = self.control_socket.as_os_str().len();
+        if socket_len > MAX_SOCKET_PATH {
+            return Err(ConfigError::Invalid {
+                key: "control_socket",
+                reason: format!(
+                    "{} is {socket_len} bytes; unix sockets allow {MAX_SOCKET_PATH}",
+                    self.control_socket.display()
+                ),
+            });
+        }
+        if self.control_socket.is_dir() {
+            return Err(ConfigError::Invalid {
+                key: "control_socket",
+                reason: format!("{} is a directory", self.control_socket.display()),
+            });
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::Invalid {
                 key: "log.level",
@@ -208,6 +264,50 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.http.addr.to_string(), DEFAULT_HTTP_ADDR);
         assert_eq!(config.transport.listen.to_string(), DEFAULT_LISTEN_ADDR);
+        assert_eq!(config.state_dir, std::path::Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(
+            config.control_socket,
+            std::path::Path::new(DEFAULT_CONTROL_SOCKET)
+        );
+    }
+
+    #[test]
+    fn state_dir_and_control_socket_are_checked() {
+        let config = AgentConfig {
+            state_dir: "relative/state".into(),
+            ..AgentConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "Invalid value for state_dir: relative/state is not an absolute path"
+        );
+
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let config = AgentConfig {
+            state_dir: file.path().to_owned(),
+            ..AgentConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+
+        let config = AgentConfig {
+            control_socket: format!("/tmp/{}", "s".repeat(120)).into(),
+            ..AgentConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("Invalid value for control_socket:"),
+            "{err}"
+        );
+        assert!(err.contains("unix sockets allow 107"), "{err}");
+
+        let config = AgentConfig {
+            control_socket: "/tmp".into(),
+            ..AgentConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]

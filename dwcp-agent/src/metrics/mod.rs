@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Metric, Registry},
 };
 
@@ -51,6 +51,26 @@ pub struct OutcomeLabels {
     /// `completed` or `failed`.
     pub outcome: String,
 }
+
+/// Labels of the VM count per state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// Lifecycle state name.
+    pub state: String,
+}
+
+/// Labels of the per-VM state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmStateLabels {
+    /// VM name.
+    pub vm: String,
+    /// Lifecycle state name.
+    pub state: String,
+}
+
+/// Bucket bounds of [`names::VM_START_SECONDS`]: 0.1 s to about 100 s.
+pub const VM_START_BUCKETS: [f64; 11] =
+    [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
@@ -100,6 +120,12 @@ pub struct AgentMetrics {
     pub pba_overhead: SecondsGauge,
     /// [`names::PBA_ACQUIRE_WAIT`].
     pub pba_acquire_wait: SecondsCounter,
+    /// [`names::VMS`]; every state has a series from the start.
+    pub vms: Family<StateLabels, Gauge>,
+    /// [`names::VM_STATE`].
+    pub vm_state: Family<VmStateLabels, Gauge>,
+    /// [`names::VM_START_SECONDS`].
+    pub vm_start_seconds: Histogram,
 }
 
 impl Default for AgentMetrics {
@@ -145,6 +171,15 @@ impl AgentMetrics {
         let pba_blocks_in_use = register(r, names::PBA_BLOCKS_IN_USE, Gauge::default());
         let pba_overhead = register(r, names::PBA_OVERHEAD, SecondsGauge::default());
         let pba_acquire_wait = register(r, names::PBA_ACQUIRE_WAIT, SecondsCounter::default());
+        let vms = register(r, names::VMS, Family::<StateLabels, Gauge>::default());
+        for state in crate::vm::VmState::NAMES {
+            let _ = vms.get_or_create(&StateLabels {
+                state: state.into(),
+            });
+        }
+        let vm_state = register(r, names::VM_STATE, Family::default());
+        let vm_start_seconds =
+            register(r, names::VM_START_SECONDS, Histogram::new(VM_START_BUCKETS));
         let _ = register(r, names::BUILD_INFO, build_info);
         Self {
             registry,
@@ -165,6 +200,19 @@ impl AgentMetrics {
             pba_blocks_in_use,
             pba_overhead,
             pba_acquire_wait,
+            vms,
+            vm_state,
+            vm_start_seconds,
+        }
+    }
+
+    /// Drops every state series of VM `vm` (it was deleted).
+    pub fn vm_state_remove(&self, vm: &str) {
+        for state in crate::vm::VmState::NAMES {
+            let _ = self.vm_state.remove(&VmStateLabels {
+                vm: vm.into(),
+                state: state.into(),
+            });
         }
     }
 
@@ -221,7 +269,16 @@ mod tests {
             .probe_run_seconds
             .get_or_create(&program)
             .inc_by(0.5);
+        metrics
+            .vm_state
+            .get_or_create(&VmStateLabels {
+                vm: "v".into(),
+                state: "running".into(),
+            })
+            .set(1);
         let text = metrics.encode();
+        assert!(text.contains("dwcp_vms{state=\"failed\"} 0"), "{text}");
+        assert!(text.contains("dwcp_vm_start_seconds_count 0"), "{text}");
         let mut helped: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# HELP "))

@@ -10,6 +10,8 @@ pub enum Kind {
     Counter,
     /// Value that goes up and down.
     Gauge,
+    /// Distribution: exported as `<name>_bucket`, `<name>_count` and `<name>_sum`.
+    Histogram,
 }
 
 impl Kind {
@@ -18,6 +20,7 @@ impl Kind {
         match self {
             Self::Counter => "counter",
             Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
         }
     }
 }
@@ -40,9 +43,24 @@ impl MetricDef {
     pub fn registry_name(&self) -> &'static str {
         match self.kind {
             Kind::Counter => self.name.strip_suffix("_total").unwrap_or(self.name),
-            Kind::Gauge => self.name,
+            Kind::Gauge | Kind::Histogram => self.name,
         }
     }
+}
+
+/// The metric a series name belongs to: a histogram's `_bucket`, `_count` and `_sum`
+/// series map to the histogram; other names map to themselves.
+pub fn metric_of_series(series: &str) -> &str {
+    for suffix in ["_bucket", "_count", "_sum"] {
+        if let Some(base) = series.strip_suffix(suffix)
+            && ALL
+                .iter()
+                .any(|d| d.kind == Kind::Histogram && d.name == base)
+        {
+            return base;
+        }
+    }
+    series
 }
 
 /// 1 when the eBPF probes are loaded and attached, 0 otherwise.
@@ -164,6 +182,27 @@ pub const PBA_ACQUIRE_WAIT: MetricDef = MetricDef {
     kind: Kind::Counter,
     labels: &[],
 };
+/// VMs per lifecycle state.
+pub const VMS: MetricDef = MetricDef {
+    name: "dwcp_vms",
+    help: "VMs managed by this agent in each lifecycle state",
+    kind: Kind::Gauge,
+    labels: &["state"],
+};
+/// Each VM's state, one series per state.
+pub const VM_STATE: MetricDef = MetricDef {
+    name: "dwcp_vm_state",
+    help: "Lifecycle state of each VM: 1 on the series of its current state, 0 on the others",
+    kind: Kind::Gauge,
+    labels: &["vm", "state"],
+};
+/// How long starts take.
+pub const VM_START_SECONDS: MetricDef = MetricDef {
+    name: "dwcp_vm_start_seconds",
+    help: "Time from a VM start request until QEMU runs the guest and answers QMP",
+    kind: Kind::Histogram,
+    labels: &[],
+};
 /// Build information.
 pub const BUILD_INFO: MetricDef = MetricDef {
     name: "dwcp_build_info",
@@ -191,6 +230,9 @@ pub const ALL: &[MetricDef] = &[
     PBA_BLOCKS_IN_USE,
     PBA_OVERHEAD,
     PBA_ACQUIRE_WAIT,
+    VMS,
+    VM_STATE,
+    VM_START_SECONDS,
     BUILD_INFO,
 ];
 
@@ -216,5 +258,19 @@ mod tests {
                 def.name
             );
         }
+    }
+
+    #[test]
+    fn histogram_series_map_to_their_metric() {
+        assert_eq!(
+            metric_of_series("dwcp_vm_start_seconds_bucket"),
+            "dwcp_vm_start_seconds"
+        );
+        assert_eq!(
+            metric_of_series("dwcp_vm_start_seconds_sum"),
+            "dwcp_vm_start_seconds"
+        );
+        assert_eq!(metric_of_series("dwcp_vms"), "dwcp_vms");
+        assert_eq!(metric_of_series("dwcp_x_count"), "dwcp_x_count");
     }
 }

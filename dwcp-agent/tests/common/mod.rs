@@ -5,6 +5,7 @@
 
 pub mod counting_alloc;
 pub mod receiver;
+pub mod vm;
 
 use std::{
     io::{Read as _, Write as _},
@@ -141,20 +142,34 @@ pub struct Agent {
     pub http: SocketAddr,
     /// Log file (stderr).
     pub log: PathBuf,
+    /// Its control socket (in the temporary directory unless `extra` names one).
+    pub control_socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Agent {
     /// Starts the agent with `--http-addr` on a free port plus `extra` arguments; `setup`
-    /// may adjust the command (environment, user).
+    /// may adjust the command (environment, user). Unless `extra` sets them, the state
+    /// directory and the control socket are in a temporary directory of this agent.
     pub fn start(extra: &[&str], setup: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("agent.log");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(agent_bin());
         cmd.args(["run", "--http-addr", &http.to_string()])
-            .args(extra)
-            .env("RUST_LOG", "info")
+            .args(extra);
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
+        let control_socket = match extra.iter().position(|a| *a == "--control-socket") {
+            Some(at) => PathBuf::from(extra[at + 1]),
+            None => {
+                let socket = dir.path().join("agent.sock");
+                cmd.arg("--control-socket").arg(&socket);
+                socket
+            }
+        };
+        cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -164,6 +179,7 @@ impl Agent {
             child,
             http,
             log,
+            control_socket,
             _dir: dir,
         }
     }
@@ -260,6 +276,7 @@ impl Agent {
             child,
             http,
             log,
+            control_socket: PathBuf::from("/nonexistent/adopted-agent.sock"),
             _dir: tempfile::tempdir().expect("tempdir"),
         }
     }

@@ -52,8 +52,8 @@ const PACKAGES: &[Package] = &[
     // scrapes a real agent and evaluates every dashboard query and rule, and check the
     // configuration and rule files with `promtool`.
     required("prometheus"),
-    // `qemu-system-x86_64`: boots the test guest (`cargo xtask guest`) in the VM tests
-    // and migration benchmarks; `qemu-img` (qemu-utils) makes their disk images.
+    // `qemu-system-x86_64`: the agent's VMs and the test guest (`cargo xtask guest`) in
+    // the VM tests and migration benchmarks; `qemu-img` (qemu-utils) makes disk images.
     required("qemu-system-x86"),
     required("qemu-utils"),
     // `cpio`: reads back the guest's initramfs in the cpio writer's tests.
