@@ -146,20 +146,20 @@ pub fn wait_serial(state_dir: &Path, vm: &str, needle: &str, timeout: Duration) 
     }
 }
 
-/// The highest heartbeat number the guest printed so far.
-pub fn last_heartbeat(state_dir: &Path, vm: &str) -> Option<u64> {
+/// The latest heartbeat time (guest seconds since boot, `t=12.34`) printed so far.
+pub fn last_heartbeat(state_dir: &Path, vm: &str) -> Option<f64> {
     serial(state_dir, vm)
         .lines()
         .filter_map(|l| l.trim().strip_prefix("DWCP-GUEST HEARTBEAT t="))
-        .filter_map(|t| t.trim().parse().ok())
-        .max()
+        .filter_map(|t| t.trim().parse::<f64>().ok())
+        .reduce(f64::max)
 }
 
-/// Waits until the heartbeat counter moves past `after`.
-pub fn wait_heartbeat_after(state_dir: &Path, vm: &str, after: Option<u64>) -> u64 {
+/// Waits until the heartbeat time moves past `after`.
+pub fn wait_heartbeat_after(state_dir: &Path, vm: &str, after: Option<f64>) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(beat) = last_heartbeat(state_dir, vm).filter(|b| Some(*b) > after) {
+        if let Some(beat) = last_heartbeat(state_dir, vm).filter(|b| after.is_none_or(|a| *b > a)) {
             return beat;
         }
         assert!(
