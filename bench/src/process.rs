@@ -177,7 +177,7 @@ impl Server {
                     self.logs.stderr_tail()
                 );
             }
-            if is_listening(port)? {
+            if is_listening(Some(self.child.id()), port)? {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -222,10 +222,13 @@ impl Drop for Server {
     }
 }
 
-/// Whether a TCP socket listens on `port` (IPv4 or IPv6, any address).
-fn is_listening(port: u16) -> anyhow::Result<bool> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(table) {
+/// Whether a TCP socket listens on `port` (IPv4 or IPv6, any address) in the network
+/// namespace of process `pid` (this process's when `None`): a server started inside
+/// another namespace is looked for there.
+fn is_listening(pid: Option<u32>, port: u16) -> anyhow::Result<bool> {
+    let base = pid.map_or_else(|| "/proc/self/net".to_owned(), |p| format!("/proc/{p}/net"));
+    for table in [format!("{base}/tcp"), format!("{base}/tcp6")] {
+        let text = match std::fs::read_to_string(&table) {
             Ok(text) => text,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("Read {table}")),
@@ -268,9 +271,10 @@ mod tests {
     fn sees_a_real_listener() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(is_listening(port).unwrap());
+        assert!(is_listening(None, port).unwrap());
+        assert!(is_listening(Some(std::process::id()), port).unwrap());
         drop(listener);
-        assert!(!is_listening(port).unwrap());
+        assert!(!is_listening(None, port).unwrap());
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! One case of a suite: a real `dwcp-agent send`, `iperf3 -P N`, or a plain
+//! single-stream copy with socat, run over a [`Link`] and recorded as a [`CaseResult`]
+//! (an error is recorded too, never hidden).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    link::Link,
+    plan::Streams,
+    scrape::{self, Sample},
+};
+use crate::{
+    agent::{self, SendRequest},
+    iperf,
+    process::{self, Server},
+};
+
+/// What kind of contender a case is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `dwcp-agent send`.
+    Dwcp,
+    /// `iperf3 -P N`, memory to memory: the TCP ceiling for N streams.
+    Iperf3,
+    /// socat, file to file over one TCP stream: what a plain copy gets.
+    Copy,
+}
+
+/// The outcome of one case.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Link profile.
+    pub profile: String,
+    /// Contender.
+    pub kind: Option<Kind>,
+    /// Stream count asked for (`auto`, or a number).
+    pub requested: String,
+    /// Round (0-based).
+    pub round: usize,
+    /// Streams used (for `auto`, the count the agent settled on).
+    pub streams: Option<usize>,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Seconds of the transfer (dwcp: the sender's transfer clock; iperf3: its
+    /// receiver's; copy: from starting the sender to the receiver's exit).
+    pub seconds: Option<f64>,
+    /// Payload bits per second.
+    pub goodput_bps: Option<f64>,
+    /// Sender CPU seconds (dwcp: kernel-measured).
+    pub sender_cpu_seconds: Option<f64>,
+    /// Receiver CPU seconds (dwcp: growth of the receiving agent's kernel-measured CPU).
+    pub receiver_cpu_seconds: Option<f64>,
+    /// Retransmitted segments (kernel).
+    pub retransmits: Option<u64>,
+    /// PBA idle memory per byte in use on the receiver, percent.
+    pub pba_overhead_percent: Option<f64>,
+    /// The receiving agent's kernel-measured receive rate per second: (t s, bit/s).
+    pub rx_series: Vec<(f64, f64)>,
+    /// Command lines run, in order.
+    pub commands: Vec<String>,
+    /// Why the case failed, if it did.
+    pub error: Option<String>,
+}
+
+impl CaseResult {
+    /// How the case is named in tables: `dwcp --streams 4`, `iperf3 -P 4`, `socat copy`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Some(Kind::Dwcp) => format!("dwcp --streams {}", self.requested),
+            Some(Kind::Iperf3) => format!("iperf3 -P {}", self.requested),
+            Some(Kind::Copy) => "socat copy (1 stream)".into(),
+            None => "?".into(),
+        }
+    }
+}
+
+/// What the cases of one profile share.
+#[derive(Debug)]
+pub struct CaseEnv<'a> {
+    /// The link.
+    pub link: &'a Link,
+    /// Profile name.
+    pub profile: &'a str,
+    /// The agent binary.
+    pub agent: &'a Path,
+    /// The file every contender moves.
+    pub source: &'a Path,
+    /// Its size.
+    pub bytes: u64,
+    /// Where the sender's per-case hard links of the source go.
+    pub send_dir: &'a Path,
+    /// The receiving agent's directory when it is on this host (cleaned after a case).
+    pub recv_dir: Option<&'a Path>,
+    /// Where the copy's receiver writes (`None`: the copy cannot run on this link).
+    pub copy_dir: Option<&'a Path>,
+    /// Pre-shared key file.
+    pub psk: &'a Path,
+    /// The receiving agent's data address.
+    pub data_addr: SocketAddr,
+    /// The receiving agent's metrics address (`None`: not reachable).
+    pub http_addr: Option<SocketAddr>,
+    /// iperf3 server port on a remote host (`None`: start a one-shot server per case).
+    pub remote_iperf3_port: Option<u16>,
+    /// `--block-kib` of the agent.
+    pub block_kib: usize,
+    /// Raw outputs go here.
+    pub raw: &'a Path,
+    /// Cases running longer are killed.
+    pub timeout: Duration,
+}
+
+impl CaseEnv<'_> {
+    fn blank(&self, kind: Kind, requested: String, round: usize) -> CaseResult {
+        CaseResult {
+            profile: self.profile.into(),
+            kind: Some(kind),
+            requested,
+            round,
+            bytes: self.bytes,
+            ..CaseResult::default()
+        }
+    }
+
+    fn stem(&self, what: &str, round: usize) -> PathBuf {
+        self.raw.join(format!(
+            "{}-{what}-round-{round}",
+            self.profile.replace(':', "_")
+        ))
+    }
+
+    /// Sends the source with `dwcp-agent send --streams S`, scraping the receiver.
+    pub fn dwcp(&self, streams: Streams, round: usize) -> CaseResult {
+        let mut r = self.blank(Kind::Dwcp, streams.to_string(), round);
+        if let Err(err) = self.dwcp_into(streams, round, &mut r) {
+            r.error = Some(format!("{err:#}"));
+        }
+        r
+    }
+
+    fn dwcp_into(&self, streams: Streams, round: usize, r: &mut CaseResult) -> anyhow::Result<()> {
+        let name = format!(
+            "{}-streams-{streams}-round-{round}.bin",
+            self.profile.replace(':', "_")
+        );
+        let file = self.send_dir.join(&name);
+        std::fs::hard_link(self.source, &file)
+            .with_context(|| format!("Link {} to {}", self.source.display(), file.display()))?;
+        let _cleanup = RemoveOnDrop(&file);
+        let streams_arg = streams.to_string();
+        let request = SendRequest {
+            file: &file,
+            to: self.data_addr,
+            psk_file: self.psk,
+            streams: &streams_arg,
+            block_kib: self.block_kib,
+            timeout: self.timeout,
+        };
+        let stem = self.stem(&format!("dwcp-{streams}"), round);
+        let send = || agent::send_with(self.link.sender_command(self.agent), &request, &stem);
+        let (run, samples): (_, Vec<Sample>) = match self.http_addr {
+            Some(http) => scrape::during(self.link, http, send),
+            None => (send(), Vec::new()),
+        };
+        let run = run?;
+        r.commands.push(run.command.clone());
+        let s = &run.summary;
+        if s.bytes != self.bytes {
+            bail!("The agent moved {} bytes, not {}", s.bytes, self.bytes);
+        }
+        if let Some(dir) = self.recv_dir {
+            let target = dir.join(&name);
+            let got = std::fs::metadata(&target)
+                .with_context(|| format!("No received file at {}", target.display()))?
+                .len();
+            if got != self.bytes {
+                bail!(
+                    "Received {got} bytes at {}, not {}",
+                    target.display(),
+                    self.bytes
+                );
+            }
+            clean_dir(dir)?;
+        }
+        r.streams = Some(s.streams);
+        r.seconds = Some(s.seconds);
+        r.goodput_bps = Some(s.goodput_bps);
+        r.sender_cpu_seconds = s.cpu_seconds;
+        r.retransmits = s.retransmits;
+        r.receiver_cpu_seconds = scrape::cpu_growth(&samples);
+        r.pba_overhead_percent = scrape::pba_overhead_percent(&samples);
+        r.rx_series = scrape::rx_rate_series(&samples);
+        Ok(())
+    }
+
+    /// `iperf3 -P streams` moving the same bytes.
+    pub fn iperf3(&self, streams: usize, round: usize) -> CaseResult {
+        let mut r = self.blank(Kind::Iperf3, streams.to_string(), round);
+        let result = (|| -> anyhow::Result<iperf::IperfRun> {
+            let ends = iperf::Ends {
+                server: match self.remote_iperf3_port {
+                    Some(_) => None,
+                    None => self.link.receiver_command("iperf3"),
+                },
+                client: self.link.sender_command("iperf3"),
+                server_ip: self.link.receiver_ip(),
+                port: match self.remote_iperf3_port {
+                    Some(port) => port,
+                    None => process::free_port()?,
+                },
+            };
+            let stem = self.stem(&format!("iperf3-P{streams}"), round);
+            iperf::run_between(ends, streams, self.bytes, &stem, self.timeout)
+        })();
+        match result {
+            Ok(run) => {
+                r.streams = Some(streams);
+                r.bytes = run.bytes;
+                r.seconds = Some(run.seconds);
+                r.goodput_bps = Some(run.bits_per_second);
+                r.retransmits = run.retransmits;
+                r.sender_cpu_seconds = run.client_cpu_percent.map(|p| p / 100.0 * run.seconds);
+                r.receiver_cpu_seconds = run.server_cpu_percent.map(|p| p / 100.0 * run.seconds);
+                r.commands.extend(run.commands);
+            }
+            Err(err) => r.error = Some(format!("{err:#}")),
+        }
+        r
+    }
+
+    /// A plain single-stream copy of the source file with socat, file to file.
+    pub fn copy(&self, round: usize) -> CaseResult {
+        let mut r = self.blank(Kind::Copy, "1".into(), round);
+        match self.copy_into(round, &mut r) {
+            Ok(()) => r.streams = Some(1),
+            Err(err) => r.error = Some(format!("{err:#}")),
+        }
+        r
+    }
+
+    fn copy_into(&self, round: usize, r: &mut CaseResult) -> anyhow::Result<()> {
+        let (Some(dir), Some(mut server_cmd)) =
+            (self.copy_dir, self.link.receiver_command("socat"))
+        else {
+            bail!("The copy needs its receiver on a host this run controls");
+        };
+        let dest = dir.join("copy.bin");
+        let _cleanup = RemoveOnDrop(&dest);
+        let port = process::free_port()?;
+        server_cmd.args([
+            "-u".to_owned(),
+            format!("TCP-LISTEN:{port},reuseaddr"),
+            format!("CREATE:{}", dest.display()),
+        ]);
+        let stem = self.stem("copy", round);
+        let mut server = Server::spawn(
+            &mut server_cmd,
+            "the socat receiver",
+            &with(&stem, "-server"),
+        )?;
+        server.wait_listening(port, Duration::from_secs(10))?;
+        let mut client = self.link.sender_command("socat");
+        client.args([
+            "-u".to_owned(),
+            format!("OPEN:{},rdonly", self.source.display()),
+            format!("TCP:{}:{port}", self.link.receiver_ip()),
+        ]);
+        r.commands.push(server.command.clone());
+        r.commands.push(process::display(&client));
+        let start = Instant::now();
+        let sent = process::run(&mut client, &with(&stem, "-client"), self.timeout)?;
+        if !sent.status.success() {
+            bail!(
+                "The socat sender failed ({}):\n{}",
+                sent.status,
+                sent.logs.stderr_tail()
+            );
+        }
+        let left = self.timeout.saturating_sub(start.elapsed());
+        let status = server.wait_or_kill(left.max(Duration::from_secs(1)))?;
+        let seconds = start.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("The socat receiver did not finish cleanly ({status})");
+        }
+        let got = std::fs::metadata(&dest)
+            .with_context(|| format!("No copy at {}", dest.display()))?
+            .len();
+        if got != self.bytes {
+            bail!("The copy has {got} bytes, not {}", self.bytes);
+        }
+        r.seconds = Some(seconds);
+        r.goodput_bps = Some(self.bytes as f64 * 8.0 / seconds);
+        Ok(())
+    }
+}
+
+/// `stem` with `suffix` appended to its file name.
+fn with(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes received files (and any partial-transfer state) but keeps the directory.
+fn clean_dir(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        std::fs::remove_file(&path).with_context(|| format!("Remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes a file when dropped (missing is fine).
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
