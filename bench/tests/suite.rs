@@ -59,7 +59,11 @@ mod privileged {
         for case in cases {
             assert!(case["error"].is_null(), "{case:#}");
             assert!(case["goodput_bps"].as_f64().unwrap() > 0.0, "{case:#}");
-            assert_eq!(case["bytes"], 8 << 20);
+            // iperf3 reports what its receiver counted in its intervals, which can end
+            // before the last bytes of a tiny transfer; the files must be whole.
+            if case["kind"] != "iperf3" {
+                assert_eq!(case["bytes"], 8 << 20, "{case:#}");
+            }
         }
         let kinds: Vec<&str> = cases.iter().map(|c| c["kind"].as_str().unwrap()).collect();
         for kind in ["dwcp", "iperf3", "copy"] {
