@@ -161,13 +161,7 @@ fn tool_version(program: &str, arg: &str, install: &str) -> anyhow::Result<Strin
         .with_context(|| {
             format!("Cannot run {program} (install it: `{install}`, or `cargo xtask setup`)")
         })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(program)
-        .trim()
-        .to_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Runs the suite, writes the report and prints the verdict; fails when something could
@@ -187,6 +181,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         agent::require_binary(&options.agent.clone().unwrap_or_else(agent::default_binary))?;
     let iperf3_version = iperf::version()?;
     let socat_version = tool_version("socat", "-V", "apt-get install socat")?;
+    let socat_version = socat_version
+        .lines()
+        .find(|l| l.contains("socat version"))
+        .unwrap_or(&socat_version)
+        .to_owned();
     let load_before = host::loadavg();
     let root = host::is_root();
     if !root {
@@ -279,11 +278,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             iperf3_version,
             socat_version,
         },
-        source: if options.agent.is_some() {
-            "a binary given with --agent".into()
-        } else {
-            host::source_state()
-        },
+        source: format!(
+            "{} (agent binary {}, modified {})",
+            host::source_state(),
+            built.display(),
+            host::modified_utc(&built)
+        ),
         agent_version: host::agent_version(&agent_bin),
         block_kib: options.block_kib,
         links,
@@ -311,6 +311,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 fn print_summary(report: &Report, dir: &Path) {
     println!("{}", report::markdown::metrics_table(report));
     println!("Verdict: {}", report.verdict);
+    for b in &report.verdict.blocking {
+        println!("  - {b}");
+    }
     println!("Wall time: {:.0} s", report.wall_seconds);
     println!("Report: {}", dir.join("report.md").display());
 }

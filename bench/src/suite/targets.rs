@@ -283,7 +283,11 @@ impl fmt::Display for Verdict {
         if self.go {
             f.write_str("GO: every required target passed")
         } else {
-            write!(f, "NO-GO: {}", self.blocking.join("; "))
+            write!(
+                f,
+                "NO-GO: {} required result(s) did not pass",
+                self.blocking.len()
+            )
         }
     }
 }
