@@ -63,8 +63,10 @@ pub fn send(
         streams,
         block_kib,
         timeout: Duration::from_secs(900),
+        congestion: None,
     };
-    send_with(Command::new(agent), &request, log_stem)
+    send_with(Command::new(agent), &request, log_stem)?
+        .context("The send did not finish within 900 s and was killed")
 }
 
 /// What to send, where, and how.
@@ -82,15 +84,18 @@ pub struct SendRequest<'a> {
     pub block_kib: usize,
     /// Killed after this long.
     pub timeout: Duration,
+    /// `--congestion` value (`None`: the kernel's default).
+    pub congestion: Option<&'a str>,
 }
 
-/// Runs `send ... --json` with `agent`, a command running the agent binary (possibly
-/// inside a network namespace), and reads its summary.
+/// Runs `send ... --json` with `cmd`, a command running the agent binary (possibly
+/// inside a network namespace), and reads its summary; `None` when it was killed at the
+/// request's timeout.
 pub fn send_with(
     mut cmd: Command,
     request: &SendRequest<'_>,
     log_stem: &Path,
-) -> anyhow::Result<SendRun> {
+) -> anyhow::Result<Option<SendRun>> {
     let SendRequest {
         file,
         to,
@@ -98,6 +103,7 @@ pub fn send_with(
         streams,
         block_kib,
         timeout,
+        congestion,
     } = *request;
     cmd.arg("send")
         .arg(file)
@@ -107,7 +113,12 @@ pub fn send_with(
         .arg(psk_file)
         .args(["--streams", streams, "--block-kib", &block_kib.to_string()])
         .arg("--json");
-    let done = process::run(&mut cmd, log_stem, timeout)?;
+    if let Some(cc) = congestion {
+        cmd.args(["--congestion", cc]);
+    }
+    let Some(done) = process::run_capped(&mut cmd, log_stem, timeout)? else {
+        return Ok(None);
+    };
     let command = process::display(&cmd);
     if !done.status.success() {
         bail!(
@@ -126,11 +137,11 @@ pub fn send_with(
             done.stdout
         )
     })?;
-    Ok(SendRun {
+    Ok(Some(SendRun {
         summary,
         process_seconds: done.wall.as_secs_f64(),
         command,
-    })
+    }))
 }
 
 /// A receiving agent (`dwcp-agent run --receive-dir ...`) on loopback.

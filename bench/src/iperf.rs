@@ -71,8 +71,24 @@ pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfR
         client: Command::new("iperf3"),
         server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: process::free_port()?,
+        congestion: None,
     };
-    run_between(ends, streams, bytes, log_stem, Duration::from_secs(900))
+    run_between(
+        ends,
+        streams,
+        Amount::Bytes(bytes),
+        log_stem,
+        Duration::from_secs(900),
+    )
+}
+
+/// How much one iperf3 run moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    /// This many bytes (`-n`).
+    Bytes(u64),
+    /// For this many seconds (`-t`).
+    Seconds(u64),
 }
 
 /// Where the two iperf3 processes run.
@@ -87,14 +103,16 @@ pub struct Ends {
     pub server_ip: IpAddr,
     /// The server's port.
     pub port: u16,
+    /// Congestion control for the client's streams (`-C`; `None`: the kernel's default).
+    pub congestion: Option<String>,
 }
 
-/// Runs a one-shot server (unless one is already there) and a client moving `bytes`
+/// Runs a one-shot server (unless one is already there) and a client moving `amount`
 /// over `streams` streams, killed after `timeout`.
 pub fn run_between(
     ends: Ends,
     streams: usize,
-    bytes: u64,
+    amount: Amount,
     log_stem: &Path,
     timeout: Duration,
 ) -> anyhow::Result<IperfRun> {
@@ -103,6 +121,7 @@ pub fn run_between(
         client: mut client_cmd,
         server_ip,
         port,
+        congestion,
     } = ends;
     let stem = |what: &str| {
         let mut name = log_stem.as_os_str().to_owned();
@@ -125,10 +144,15 @@ pub fn run_between(
         &port.to_string(),
         "-P",
         &streams.to_string(),
-        "-n",
-        &bytes.to_string(),
         "-J",
     ]);
+    match amount {
+        Amount::Bytes(n) => client_cmd.args(["-n", &n.to_string()]),
+        Amount::Seconds(t) => client_cmd.args(["-t", &t.to_string()]),
+    };
+    if let Some(cc) = &congestion {
+        client_cmd.args(["-C", cc]);
+    }
     let client_line = process::display(&client_cmd);
     let done = process::run(&mut client_cmd, &stem("-client"), timeout)?;
     let server_line = match server {

@@ -64,6 +64,9 @@ pub struct CaseResult {
     pub pba_overhead_percent: Option<f64>,
     /// The receiving agent's kernel-measured receive rate per second: (t s, bit/s).
     pub rx_series: Vec<(f64, f64)>,
+    /// Stopped at the plan's cap: `bytes` is what moved by then, `goodput_bps` that
+    /// rate, and `seconds` the full transfer's time extrapolated from it.
+    pub capped: bool,
     /// Command lines run, in order.
     pub commands: Vec<String>,
     /// Why the case failed, if it did.
@@ -113,9 +116,16 @@ pub struct CaseEnv<'a> {
     pub block_kib: usize,
     /// Raw outputs go here.
     pub raw: &'a Path,
-    /// Cases running longer are killed.
-    pub timeout: Duration,
+    /// A send or copy running longer is stopped and measured by what it moved.
+    pub cap: Duration,
+    /// iperf3 runs `-t` this many seconds instead of `-n <bytes>`.
+    pub iperf3_seconds: Option<u64>,
+    /// Congestion control of dwcp's and iperf3's streams.
+    pub congestion: Option<&'a str>,
 }
+
+/// Extra time a program gets past the cap before it counts as hung.
+const GRACE: Duration = Duration::from_secs(60);
 
 impl CaseEnv<'_> {
     fn blank(&self, kind: Kind, requested: String, round: usize) -> CaseResult {
@@ -161,7 +171,8 @@ impl CaseEnv<'_> {
             psk_file: self.psk,
             streams: &streams_arg,
             block_kib: self.block_kib,
-            timeout: self.timeout,
+            timeout: self.cap,
+            congestion: self.congestion,
         };
         let stem = self.stem(&format!("dwcp-{streams}"), round);
         let send = || agent::send_with(self.link.sender_command(self.agent), &request, &stem);
@@ -169,7 +180,9 @@ impl CaseEnv<'_> {
             Some(http) => scrape::during(self.link, http, send),
             None => (send(), Vec::new()),
         };
-        let run = run?;
+        let Some(run) = run? else {
+            return self.capped_send(&samples, r);
+        };
         r.commands.push(run.command.clone());
         let s = &run.summary;
         if s.bytes != self.bytes {
@@ -200,7 +213,36 @@ impl CaseEnv<'_> {
         Ok(())
     }
 
-    /// `iperf3 -P streams` moving the same bytes.
+    /// Records a send stopped at the cap by the rate the receiver saw (its payload bytes,
+    /// scraped every second), and removes the partial file.
+    fn capped_send(&self, samples: &[Sample], r: &mut CaseResult) -> anyhow::Result<()> {
+        r.capped = true;
+        r.commands.push(format!(
+            "# stopped after {} s (the cap)",
+            self.cap.as_secs()
+        ));
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            bail!("Stopped at the cap, and no receiver metrics to measure what it moved");
+        };
+        let moved = last.payload_bytes - first.payload_bytes;
+        let span = last.t - first.t;
+        if moved <= 0.0 || span <= 0.0 {
+            bail!("Stopped at the cap with no payload received");
+        }
+        let bps = moved * 8.0 / span;
+        r.bytes = moved as u64;
+        r.goodput_bps = Some(bps);
+        r.seconds = Some(self.bytes as f64 * 8.0 / bps);
+        r.receiver_cpu_seconds = scrape::cpu_growth(samples);
+        r.pba_overhead_percent = scrape::pba_overhead_percent(samples);
+        r.rx_series = scrape::rx_rate_series(samples);
+        if let Some(dir) = self.recv_dir {
+            clean_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// `iperf3 -P streams` moving the same bytes (or for the plan's seconds).
     pub fn iperf3(&self, streams: usize, round: usize) -> CaseResult {
         let mut r = self.blank(Kind::Iperf3, streams.to_string(), round);
         let result = (|| -> anyhow::Result<iperf::IperfRun> {
@@ -215,9 +257,18 @@ impl CaseEnv<'_> {
                     Some(port) => port,
                     None => process::free_port()?,
                 },
+                congestion: self.congestion.map(str::to_owned),
             };
             let stem = self.stem(&format!("iperf3-P{streams}"), round);
-            iperf::run_between(ends, streams, self.bytes, &stem, self.timeout)
+            let amount = match self.iperf3_seconds {
+                Some(t) => iperf::Amount::Seconds(t),
+                None => iperf::Amount::Bytes(self.bytes),
+            };
+            let limit = self
+                .cap
+                .max(Duration::from_secs(self.iperf3_seconds.unwrap_or(0)))
+                + GRACE;
+            iperf::run_between(ends, streams, amount, &stem, limit)
         })();
         match result {
             Ok(run) => {
@@ -273,30 +324,48 @@ impl CaseEnv<'_> {
             format!("TCP:{}:{port}", self.link.receiver_ip()),
         ]);
         r.commands.push(server.command.clone());
-        r.commands.push(process::display(&client));
         let start = Instant::now();
-        let sent = process::run(&mut client, &with(&stem, "-client"), self.timeout)?;
-        if !sent.status.success() {
+        let mut sender = Server::spawn(&mut client, "the socat sender", &with(&stem, "-client"))?;
+        r.commands.push(sender.command.clone());
+        let received = server.wait_for(self.cap)?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let got = || {
+            std::fs::metadata(&dest)
+                .map(|m| m.len())
+                .with_context(|| format!("No copy at {}", dest.display()))
+        };
+        let Some(status) = received else {
+            // Stopped at the cap: measure what arrived by then.
+            let moved = got()?;
+            drop(sender);
+            server.wait_or_kill(Duration::from_secs(5))?;
+            if moved == 0 {
+                bail!("The copy moved nothing in {} s", self.cap.as_secs());
+            }
+            let bps = moved as f64 * 8.0 / elapsed;
+            r.capped = true;
+            r.commands.push(format!(
+                "# stopped after {} s (the cap)",
+                self.cap.as_secs()
+            ));
+            r.bytes = moved;
+            r.goodput_bps = Some(bps);
+            r.seconds = Some(self.bytes as f64 * 8.0 / bps);
+            return Ok(());
+        };
+        let sent = sender.wait_for(Duration::from_secs(5))?;
+        if !status.success() || sent.is_some_and(|s| !s.success()) {
             bail!(
-                "The socat sender failed ({}):\n{}",
-                sent.status,
-                sent.logs.stderr_tail()
+                "The copy failed (receiver {status}, sender {sent:?}):\n{}",
+                sender.logs.stderr_tail()
             );
         }
-        let left = self.timeout.saturating_sub(start.elapsed());
-        let status = server.wait_or_kill(left.max(Duration::from_secs(1)))?;
-        let seconds = start.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("The socat receiver did not finish cleanly ({status})");
-        }
-        let got = std::fs::metadata(&dest)
-            .with_context(|| format!("No copy at {}", dest.display()))?
-            .len();
+        let got = got()?;
         if got != self.bytes {
             bail!("The copy has {got} bytes, not {}", self.bytes);
         }
-        r.seconds = Some(seconds);
-        r.goodput_bps = Some(self.bytes as f64 * 8.0 / seconds);
+        r.seconds = Some(elapsed);
+        r.goodput_bps = Some(self.bytes as f64 * 8.0 / elapsed);
         Ok(())
     }
 }

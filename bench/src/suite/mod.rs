@@ -78,6 +78,10 @@ pub struct Options {
     /// Rounds of every case [default: the suite's].
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// TCP congestion control for dwcp's and iperf3's streams (e.g. bbr) [default: the
+    /// kernel's].
+    #[arg(long)]
+    pub congestion: Option<String>,
     /// Block size of the agent's transfers in KiB.
     #[arg(long, default_value_t = 1024)]
     pub block_kib: usize,
@@ -100,6 +104,7 @@ impl Options {
         if let Some(rounds) = self.rounds {
             plan.rounds = rounds;
         }
+        plan.congestion.clone_from(&self.congestion);
         if self.peer.is_some() {
             if !self.profiles.is_empty() {
                 bail!("--peer runs over the real link to that host: drop --profile");

@@ -112,11 +112,18 @@ pub struct Plan {
     pub bytes: Vec<u64>,
     /// Rounds of every case.
     pub rounds: usize,
-    /// A case that takes longer than this is stopped and recorded as an error.
-    pub case_timeout: Duration,
+    /// A dwcp send or copy still running after this long is stopped and measured by
+    /// what it moved so far (its transfer time is then extrapolated from that rate).
+    pub cap: Duration,
+    /// iperf3 runs for this many seconds (`-t`) instead of moving the transfer's bytes
+    /// (`None`: `-n <bytes>`).
+    pub iperf3_seconds: Option<u64>,
+    /// Congestion control of dwcp's and iperf3's streams (`None`: the kernel's default).
+    pub congestion: Option<String>,
 }
 
-/// Bytes a transfer moves on a profile: a few seconds at the profile's rate.
+/// Bytes a transfer moves on a profile: a few seconds at the profile's rate (single
+/// streams on lossy links take far longer: they are stopped at the plan's cap).
 fn bytes_for(profile: &str, suite: Suite) -> u64 {
     let mib = match (suite, profile) {
         (Suite::Smoke, _) => 16,
@@ -141,7 +148,7 @@ impl Plan {
         } else {
             profiles.to_vec()
         };
-        let (streams, iperf3_streams, rounds, timeout_s) = match suite {
+        let (streams, iperf3_streams, rounds, cap_s) = match suite {
             Suite::Quick => (
                 vec![
                     Streams::Fixed(1),
@@ -151,7 +158,7 @@ impl Plan {
                 ],
                 vec![1, 4, 16],
                 1,
-                60,
+                25,
             ),
             Suite::Full => (
                 [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -161,7 +168,7 @@ impl Plan {
                     .collect(),
                 vec![1, 2, 4, 8, 16, 32, 64, 128],
                 3,
-                600,
+                120,
             ),
             Suite::Smoke => (
                 vec![Streams::Fixed(1), Streams::Fixed(2), Streams::Auto],
@@ -179,7 +186,13 @@ impl Plan {
             copy: true,
             bytes,
             rounds,
-            case_timeout: Duration::from_secs(timeout_s),
+            cap: Duration::from_secs(cap_s),
+            iperf3_seconds: match suite {
+                Suite::Quick => Some(10),
+                Suite::Full => Some(20),
+                Suite::Smoke => None,
+            },
+            congestion: None,
         }
     }
 

@@ -164,7 +164,9 @@ fn run_profile_into(
         remote_iperf3_port: remote.map(|r| r.iperf3_port),
         block_kib: ws.block_kib,
         raw: ws.raw,
-        timeout: plan.case_timeout,
+        cap: plan.cap,
+        iperf3_seconds: plan.iperf3_seconds,
+        congestion: plan.congestion.as_deref(),
     };
     for round in 0..plan.rounds {
         run_round(plan, &env, round, &mut out.cases);

@@ -172,7 +172,11 @@ pub fn render(r: &Report) -> String {
             cell(&c.label()),
             c.round + 1,
             c.streams.map_or_else(|| "n/a".into(), |s| s.to_string()),
-            opt(c.seconds, 2),
+            if c.capped {
+                format!("{} (capped, extrapolated)", opt(c.seconds, 1))
+            } else {
+                opt(c.seconds, 2)
+            },
             opt(c.goodput_bps.map(|b| b / 1e9), 3),
             opt(c.sender_cpu_seconds, 3),
             opt(c.receiver_cpu_seconds, 3),
@@ -185,6 +189,9 @@ pub fn render(r: &Report) -> String {
     out.push_str(
         "\ndwcp seconds are the sender's transfer clock (`dwcp-agent send --json`); iperf3's \
          are its receiver's; the copy's run from starting the sender to the receiver's exit. \
+         A case still running at the plan's cap is stopped and measured by what it moved \
+         (dwcp: the receiver's payload bytes; the copy: the received file's size); its \
+         seconds are then the full transfer's, extrapolated from that rate. \
          CPU for dwcp is kernel-measured (eBPF), for iperf3 its own getrusage figures.\n\n## Plots\n\n",
     );
     for l in &r.links {
