@@ -50,7 +50,8 @@ pub struct CaseResult {
     /// Bytes moved.
     pub bytes: u64,
     /// Seconds of the transfer (dwcp: the sender's transfer clock; iperf3: its
-    /// receiver's; copy: from starting the sender to the receiver's exit).
+    /// receiver's, or when run by time the transfer's bytes over its rate; copy: from
+    /// starting the sender to the receiver's exit).
     pub seconds: Option<f64>,
     /// Payload bits per second.
     pub goodput_bps: Option<f64>,
@@ -274,7 +275,14 @@ impl CaseEnv<'_> {
             Ok(run) => {
                 r.streams = Some(streams);
                 r.bytes = run.bytes;
-                r.seconds = Some(run.seconds);
+                // Run by time, iperf3 moved other bytes than the others: the comparable
+                // figure is how long the transfer's bytes take at its rate.
+                r.seconds = match self.iperf3_seconds {
+                    Some(_) if run.bits_per_second > 0.0 => {
+                        Some(self.bytes as f64 * 8.0 / run.bits_per_second)
+                    }
+                    _ => Some(run.seconds),
+                };
                 r.goodput_bps = Some(run.bits_per_second);
                 r.retransmits = run.retransmits;
                 r.sender_cpu_seconds = run.client_cpu_percent.map(|p| p / 100.0 * run.seconds);

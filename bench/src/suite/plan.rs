@@ -128,7 +128,7 @@ fn bytes_for(profile: &str, suite: Suite) -> u64 {
     let mib = match (suite, profile) {
         (Suite::Smoke, _) => 16,
         (_, LOOPBACK) => 512,
-        (Suite::Quick, _) => 192,
+        (Suite::Quick, _) => 384,
         (Suite::Full, p) if p.starts_with("intercontinental") => 256,
         (Suite::Full, _) => 512,
     };

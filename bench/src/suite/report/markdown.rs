@@ -188,7 +188,7 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(
         "\ndwcp seconds are the sender's transfer clock (`dwcp-agent send --json`); iperf3's \
-         are its receiver's; the copy's run from starting the sender to the receiver's exit. \
+         are its receiver's (run by time with `-t`: the transfer's bytes over its rate); the copy's run from starting the sender to the receiver's exit. \
          A case still running at the plan's cap is stopped and measured by what it moved \
          (dwcp: the receiver's payload bytes; the copy: the received file's size); its \
          seconds are then the full transfer's, extrapolated from that rate. \
