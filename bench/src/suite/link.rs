@@ -170,3 +170,27 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_profiles_are_refused_with_the_known_names() {
+        let err = Link::open("wan-10g").unwrap_err().to_string();
+        assert!(err.starts_with("Unknown profile \"wan-10g\""), "{err}");
+        for name in ["loopback", "lan-1g", "wan-1g-50ms-0.1pct"] {
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn loopback_runs_both_sides_here() {
+        let link = Link::open("loopback").unwrap();
+        assert_eq!(link.receiver_ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(link.info().rate_bps, None);
+        assert_eq!(link.sender_command("iperf3").get_program(), "iperf3");
+        assert_eq!(link.in_receiver_ns(|| 5), 5);
+        assert!(link.setup_commands().is_empty());
+    }
+}

@@ -322,3 +322,67 @@ fn print_summary(report: &Report, dir: &Path) {
     println!("Wall time: {:.0} s", report.wall_seconds);
     println!("Report: {}", dir.join("report.md").display());
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn options(args: &[&str]) -> Options {
+        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).options
+    }
+
+    #[test]
+    fn options_make_the_plan() {
+        let plan = options(&[
+            "--suite",
+            "full",
+            "--profile",
+            "lan-1g,loopback",
+            "--rounds",
+            "1",
+        ])
+        .plan()
+        .unwrap();
+        assert_eq!(plan.suite, Suite::Full);
+        assert_eq!(plan.profiles, ["lan-1g", "loopback"]);
+        assert_eq!(plan.rounds, 1);
+        let plan = options(&["--congestion", "bbr", "--size-mib", "8"])
+            .plan()
+            .unwrap();
+        assert_eq!(plan.congestion.as_deref(), Some("bbr"));
+        assert_eq!(plan.bytes, [8 << 20]);
+    }
+
+    #[test]
+    fn contradictory_or_empty_options_are_refused() {
+        let err = options(&["--peer", "h", "--profile", "lan-1g"])
+            .plan()
+            .unwrap_err();
+        assert!(err.to_string().contains("drop --profile"), "{err}");
+        assert!(options(&["--rounds", "0"]).plan().is_err());
+        assert!(Cli::try_parse_from(["x", "--suite", "slow"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--transport", "udp"]).is_err());
+        let plan = options(&["--peer", "10.0.0.2"]).plan().unwrap();
+        assert_eq!(plan.profiles, ["remote"]);
+    }
+
+    #[test]
+    fn rdma_stops_with_a_clear_message() {
+        let err = check_rdma().unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("No RDMA device found (")
+                || text.contains("without the `rdma` feature")
+                || text.contains("not implemented yet"),
+            "{text}"
+        );
+    }
+}

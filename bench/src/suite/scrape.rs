@@ -188,25 +188,41 @@ mod tests {
     }
 
     #[test]
-    fn samples_during_real_work_against_a_real_listener() {
-        // A tiny HTTP server answering every request with BODY.
+    fn samples_before_during_and_after_the_work() {
+        use std::sync::{Arc, atomic::AtomicUsize};
+        // A tiny HTTP server answering every request with BODY, counting requests.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
         thread::spawn(move || {
             for conn in listener.incoming() {
                 use std::io::{Read as _, Write as _};
                 let mut conn = conn.unwrap();
+                // Read the whole request: closing with unread bytes would reset.
+                let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf);
+                while !request.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = write!(conn, "HTTP/1.0 200 OK\r\n\r\n{BODY}");
+                counter.fetch_add(1, Ordering::SeqCst);
             }
         });
+        // The work lasts until the sampler has scraped during it (the first scrape is
+        // made before the work starts).
         let (out, samples) = during(&Link::Loopback, addr, || {
-            thread::sleep(Duration::from_millis(1100));
+            while served.load(Ordering::SeqCst) < 2 {
+                thread::sleep(Duration::from_millis(10));
+            }
             7
         });
         assert_eq!(out, 7);
         assert!(samples.len() >= 3, "{samples:?}");
         assert!(samples.windows(2).all(|w| w[0].t <= w[1].t));
+        assert_eq!(samples[0].cpu_seconds, Some(2.0));
     }
 }
