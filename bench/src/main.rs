@@ -36,10 +36,18 @@ enum Command {
     Suite(suite::Options),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the subcommand; on failure prints the error chain (no backtrace) and exits 1.
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
         Command::Transfer(options) => transfer::run(&options),
         Command::Suite(options) => suite::run(&options),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
