@@ -103,4 +103,52 @@ mod privileged {
             assert!(text.starts_with("<svg"), "{svg}");
         }
     }
+
+    #[test]
+    fn smoke_suite_over_an_emulated_link_judges_utilization() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        let output = Command::new(env!("CARGO_BIN_EXE_dwcp-bench"))
+            .args([
+                "suite",
+                "--suite",
+                "smoke",
+                "--profile",
+                "lan-1g",
+                "--size-mib",
+                "8",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .arg("--agent")
+            .arg(agent_binary())
+            .arg("--tmp-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "stderr:\n{stderr}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["links"][0]["name"], "lan-1g");
+        assert_eq!(json["links"][0]["rate_bps"], 1_000_000_000_u64);
+        let utilization = json["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["target"] == "bandwidth_utilization")
+            .unwrap();
+        let status = utilization["status"]["status"].as_str().unwrap();
+        assert!(status == "pass" || status == "fail", "{utilization:#}");
+        assert!(utilization["value"].as_f64().unwrap() > 0.0);
+        // The receiving agent ran in host B's namespace and was scraped there.
+        let commands = json["commands"].as_array().unwrap();
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.as_str().unwrap().starts_with("ip netns exec")),
+            "{commands:#?}"
+        );
+    }
 }
