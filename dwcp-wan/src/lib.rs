@@ -7,6 +7,24 @@
 //! write them back, and R routes them on. Run programs in the hosts with
 //! [`Host::command`] or closures with [`Host::run_in`]. Dropping the link tears it all
 //! down. See `dwcp-wan/README.md` for the design and its measured fidelity.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use dwcp_wan::{LinkProfile, WanLink};
+//!
+//! let profile = LinkProfile::builtin("metro-1g-5ms").expect("a built-in profile");
+//! let link = WanLink::start(&profile)?;
+//! let mut server = link.b().command("iperf3").args(["-s", "-1"]).spawn()?;
+//! let b = link.b().addr;
+//! // A socket created in host A stays there; use it from any thread.
+//! let stream = link.a().run_in(move || std::net::TcpStream::connect((b, 5201)))?;
+//! drop(stream);
+//! server.kill()?;
+//! let stats = link.stop()?;
+//! println!("A->B: {} bytes, {} lost", stats.a_to_b.bytes, stats.a_to_b.dropped_loss);
+//! # Ok(())
+//! # }
+//! ```
 
 mod clock;
 mod engine;

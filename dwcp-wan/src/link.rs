@@ -109,3 +109,15 @@ impl Drop for WanLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_hosts_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<WanLink>();
+        shareable::<Host>();
+    }
+}

@@ -49,7 +49,12 @@ pub fn remove_stale() -> Result<Vec<String>, WanError> {
         .filter(|name| owner(name).is_none_or(|pid| !alive(pid)))
         .collect();
     for name in &stale {
-        delete(name)?;
+        if let Err(error) = delete(name) {
+            // Another process cleaning up at the same time may have deleted it first.
+            if std::path::Path::new(NETNS_DIR).join(name).exists() {
+                return Err(error);
+            }
+        }
     }
     Ok(stale)
 }

@@ -20,9 +20,18 @@ mod privileged {
             ..profile.clone()
         };
         let link = WanLink::start(&lossless).unwrap();
-        let rtts = udp_rtts(&link, count, 3);
+        let mut rtts = udp_rtts(&link, count, 3);
         let stats = link.stop().unwrap();
         assert_eq!(stats.a_to_b.dropped_queue + stats.b_to_a.dropped_queue, 0);
+        rtts.sort();
+        eprintln!(
+            "{}: RTT min {:?} median {:?} p99 {:?} max {:?}",
+            profile.name,
+            rtts[0],
+            rtts[rtts.len() / 2],
+            rtts[rtts.len() * 99 / 100],
+            rtts[rtts.len() - 1]
+        );
         mean(&rtts)
     }
 
@@ -46,22 +55,24 @@ mod privileged {
             );
             let expected = profile.rtt.as_secs_f64() * 1e6;
             let measured = measured.as_secs_f64() * 1e6;
-            if profile.rtt < Duration::from_millis(1) {
-                // Sub-millisecond: the kernel path (veth, forwarding, TUN, thread wake-ups)
-                // adds tens of µs on its own, so the bound is absolute: +100 µs, never less.
-                assert!(
-                    measured >= expected && measured <= expected + 100.0,
-                    "{}: measured {measured:.1} µs, expected {expected:.1} µs to +100 µs",
-                    profile.name
-                );
+            // The path itself (two veth hops, forwarding, the TUN device, and cross-CPU
+            // wake-ups of the emulator's and the probe's threads) adds a floor no profile
+            // controls. Measured on the 2-vCPU VM with other builds running (load average
+            // 11-15): 55-105 µs for sub-millisecond delays, 190-390 µs for longer ones
+            // (the fastest single probe of metro-1g-5ms is already +200 µs: a floor, not
+            // noise; it grows with the machine's load). So the bound is 5% or that floor
+            // with some margin, whichever is larger.
+            let floor = if profile.rtt < Duration::from_millis(1) {
+                150.0
             } else {
-                assert_within(
-                    measured,
-                    expected,
-                    0.05,
-                    &format!("{} RTT in µs", profile.name),
-                );
-            }
+                500.0
+            };
+            let slack = (expected * 0.05).max(floor);
+            assert!(
+                measured >= expected && measured <= expected + slack,
+                "{}: mean RTT {measured:.1} µs, expected {expected:.1} µs to +{slack:.0} µs",
+                profile.name
+            );
         }
     }
 
@@ -235,6 +246,85 @@ mod privileged {
             (direction.bytes as f64) >= allowed * 0.8,
             "{} B forwarded, about {allowed:.0} expected",
             direction.bytes
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_the_rtt_without_reordering() {
+        let profile = LinkProfile {
+            jitter: Duration::from_millis(2),
+            seed: Some(11),
+            ..LinkProfile::new("jitter-test", 1_000_000_000, Duration::from_millis(20))
+        };
+        let link = WanLink::start(&profile).unwrap();
+        // Isolated probes: each direction's delay is 10 ms ± 2 ms, uniform, so the RTT is
+        // triangular on 16-24 ms (2nd and 98th percentiles near 16.8 and 23.2 ms) plus the
+        // path's floor (see `rtt_matches_every_builtin_profile`). Single probes can meet a
+        // hypervisor hiccup, so the upper checks use the 98th percentile.
+        let mut rtts = udp_rtts(&link, 200, 3);
+        rtts.sort();
+        let (min, low, high) = (
+            rtts[0],
+            rtts[rtts.len() * 2 / 100],
+            rtts[rtts.len() * 98 / 100],
+        );
+        eprintln!(
+            "jitter: RTT mean {:?} min {min:?} p2 {low:?} p98 {high:?} max {:?}",
+            mean(&rtts),
+            rtts[rtts.len() - 1]
+        );
+        assert_within(
+            mean(&rtts).as_secs_f64() * 1e6,
+            20_000.0,
+            0.05,
+            "mean RTT in µs with jitter",
+        );
+        assert!(
+            min >= Duration::from_millis(16),
+            "no probe beats the shortest delay: {min:?}"
+        );
+        assert!(high <= Duration::from_micros(24_350), "p98 {high:?}");
+        assert!(
+            high - low >= Duration::from_millis(4),
+            "jitter spread only {:?}",
+            high - low
+        );
+
+        // A stream of numbered datagrams 20 µs apart (far closer than the jitter range)
+        // arrives in order.
+        let receiver = udp_socket(link.b(), 7200);
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let sender = udp_socket(link.a(), 0);
+        let to = SocketAddr::from((link.b().addr, 7200));
+        let counter = std::thread::spawn(move || {
+            support::realtime();
+            let mut buf = [0u8; 64];
+            let mut order = Vec::new();
+            while let Ok(len) = receiver.recv(&mut buf) {
+                order.push(u32::from_be_bytes(buf[..len].try_into().unwrap()));
+            }
+            order
+        });
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                support::realtime();
+                for i in 0..5000u32 {
+                    sender.send_to(&i.to_be_bytes(), to).unwrap();
+                    let until = Instant::now() + Duration::from_micros(20);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        });
+        let order = counter.join().unwrap();
+        link.stop().unwrap();
+        assert_eq!(order.len(), 5000);
+        assert!(
+            order.windows(2).all(|pair| pair[0] < pair[1]),
+            "datagrams were reordered"
         );
     }
 }

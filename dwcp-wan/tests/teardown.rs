@@ -129,4 +129,24 @@ mod privileged {
         assert_eq!(error.to_string(), "Invalid link profile");
         assert!(namespaces_of(me).is_empty());
     }
+
+    #[test]
+    fn without_root_the_binary_refuses_before_creating_anything() {
+        let output = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_dwcp-wan"),
+            ])
+            .args(["--profile", "lan-1g"])
+            .output()
+            .expect("setpriv (util-linux) is installed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("Emulating a WAN link needs root"),
+            "{stderr}"
+        );
+    }
 }
