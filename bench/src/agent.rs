@@ -56,7 +56,55 @@ pub fn send(
     block_kib: usize,
     log_stem: &Path,
 ) -> anyhow::Result<SendRun> {
-    let mut cmd = Command::new(agent);
+    let request = SendRequest {
+        file,
+        to,
+        psk_file,
+        streams,
+        block_kib,
+        timeout: Duration::from_secs(900),
+        congestion: None,
+    };
+    send_with(Command::new(agent), &request, log_stem)?
+        .context("The send did not finish within 900 s and was killed")
+}
+
+/// What to send, where, and how.
+#[derive(Debug)]
+pub struct SendRequest<'a> {
+    /// The file.
+    pub file: &'a Path,
+    /// The receiving agent's data address.
+    pub to: SocketAddr,
+    /// Pre-shared key file.
+    pub psk_file: &'a Path,
+    /// `--streams` value.
+    pub streams: &'a str,
+    /// `--block-kib` value.
+    pub block_kib: usize,
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// `--congestion` value (`None`: the kernel's default).
+    pub congestion: Option<&'a str>,
+}
+
+/// Runs `send ... --json` with `cmd`, a command running the agent binary (possibly
+/// inside a network namespace), and reads its summary; `None` when it was killed at the
+/// request's timeout.
+pub fn send_with(
+    mut cmd: Command,
+    request: &SendRequest<'_>,
+    log_stem: &Path,
+) -> anyhow::Result<Option<SendRun>> {
+    let SendRequest {
+        file,
+        to,
+        psk_file,
+        streams,
+        block_kib,
+        timeout,
+        congestion,
+    } = *request;
     cmd.arg("send")
         .arg(file)
         .arg("--to")
@@ -65,7 +113,12 @@ pub fn send(
         .arg(psk_file)
         .args(["--streams", streams, "--block-kib", &block_kib.to_string()])
         .arg("--json");
-    let done = process::run(&mut cmd, log_stem, Duration::from_secs(900))?;
+    if let Some(cc) = congestion {
+        cmd.args(["--congestion", cc]);
+    }
+    let Some(done) = process::run_capped(&mut cmd, log_stem, timeout)? else {
+        return Ok(None);
+    };
     let command = process::display(&cmd);
     if !done.status.success() {
         bail!(
@@ -84,11 +137,11 @@ pub fn send(
             done.stdout
         )
     })?;
-    Ok(SendRun {
+    Ok(Some(SendRun {
         summary,
         process_seconds: done.wall.as_secs_f64(),
         command,
-    })
+    }))
 }
 
 /// A receiving agent (`dwcp-agent run --receive-dir ...`) on loopback.
@@ -115,11 +168,21 @@ pub struct ReceiverFiles<'a> {
 }
 
 impl Receiver {
-    /// Starts the agent and waits until its data port listens.
+    /// Starts the agent on loopback and waits until its data port listens.
     pub fn start(agent: &Path, files: &ReceiverFiles<'_>) -> anyhow::Result<Self> {
         let data_addr = SocketAddr::from(([127, 0, 0, 1], process::free_port()?));
         let http_addr = SocketAddr::from(([127, 0, 0, 1], process::free_port()?));
-        let mut cmd = Command::new(agent);
+        Self::spawn(Command::new(agent), data_addr, http_addr, files)
+    }
+
+    /// Starts `run` with `cmd`, a command running the agent binary (possibly inside a
+    /// network namespace), listening on `data_addr` and serving metrics on `http_addr`.
+    pub fn spawn(
+        mut cmd: Command,
+        data_addr: SocketAddr,
+        http_addr: SocketAddr,
+        files: &ReceiverFiles<'_>,
+    ) -> anyhow::Result<Self> {
         cmd.arg("run")
             .arg("--config")
             .arg(files.config)
@@ -161,7 +224,7 @@ impl Receiver {
 }
 
 /// Sum of `dwcp_agent_cpu_seconds_total` if `dwcp_probe_up` is 1.
-fn cpu_from_metrics(body: &str) -> Option<f64> {
+pub fn cpu_from_metrics(body: &str) -> Option<f64> {
     let value = |line: &str| {
         line.rsplit(' ')
             .next()
@@ -183,11 +246,13 @@ fn cpu_from_metrics(body: &str) -> Option<f64> {
 }
 
 /// A minimal HTTP/1.0 GET (so the body is never chunked); returns the body.
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("Connect to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    // One write: a request split over several segments is harder on small servers.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)

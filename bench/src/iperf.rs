@@ -1,7 +1,12 @@
 //! iperf3 as the peer: a one-shot server and a client moving a fixed byte count over
 //! N parallel streams, read from its JSON output.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -61,32 +66,103 @@ pub fn version() -> anyhow::Result<String> {
 /// `iperf3 -s -1 -p PORT` plus `iperf3 -c 127.0.0.1 -p PORT -P N -n BYTES -J`; their
 /// output goes to `<log_stem>-server.*` and `<log_stem>-client.*`.
 pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfRun> {
+    let ends = Ends {
+        server: Some(Command::new("iperf3")),
+        client: Command::new("iperf3"),
+        server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: process::free_port()?,
+        congestion: None,
+    };
+    run_between(
+        ends,
+        streams,
+        Amount::Bytes(bytes),
+        log_stem,
+        Duration::from_secs(900),
+    )
+}
+
+/// How much one iperf3 run moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    /// This many bytes (`-n`).
+    Bytes(u64),
+    /// For this many seconds (`-t`).
+    Seconds(u64),
+}
+
+/// Where the two iperf3 processes run.
+#[derive(Debug)]
+pub struct Ends {
+    /// A command running `iperf3` on the server side (`None`: an `iperf3 -s` the user
+    /// started there already).
+    pub server: Option<Command>,
+    /// A command running `iperf3` on the client side.
+    pub client: Command,
+    /// The server's address as the client reaches it.
+    pub server_ip: IpAddr,
+    /// The server's port.
+    pub port: u16,
+    /// Congestion control for the client's streams (`-C`; `None`: the kernel's default).
+    pub congestion: Option<String>,
+}
+
+/// Runs a one-shot server (unless one is already there) and a client moving `amount`
+/// over `streams` streams, killed after `timeout`.
+pub fn run_between(
+    ends: Ends,
+    streams: usize,
+    amount: Amount,
+    log_stem: &Path,
+    timeout: Duration,
+) -> anyhow::Result<IperfRun> {
+    let Ends {
+        server: server_cmd,
+        client: mut client_cmd,
+        server_ip,
+        port,
+        congestion,
+    } = ends;
     let stem = |what: &str| {
         let mut name = log_stem.as_os_str().to_owned();
         name.push(what);
         std::path::PathBuf::from(name)
     };
-    let port = process::free_port()?;
-    let mut server_cmd = Command::new("iperf3");
-    server_cmd.args(["-s", "-1", "-p", &port.to_string()]);
-    let mut server = Server::spawn(&mut server_cmd, "the iperf3 server", &stem("-server"))?;
-    server.wait_listening(port, Duration::from_secs(10))?;
-    let mut client_cmd = Command::new("iperf3");
+    let server = match server_cmd {
+        Some(mut cmd) => {
+            cmd.args(["-s", "-1", "-p", &port.to_string()]);
+            let mut server = Server::spawn(&mut cmd, "the iperf3 server", &stem("-server"))?;
+            server.wait_listening(port, Duration::from_secs(10))?;
+            Some(server)
+        }
+        None => None,
+    };
     client_cmd.args([
         "-c",
-        "127.0.0.1",
+        &server_ip.to_string(),
         "-p",
         &port.to_string(),
         "-P",
         &streams.to_string(),
-        "-n",
-        &bytes.to_string(),
         "-J",
     ]);
+    match amount {
+        Amount::Bytes(n) => client_cmd.args(["-n", &n.to_string()]),
+        Amount::Seconds(t) => client_cmd.args(["-t", &t.to_string()]),
+    };
+    if let Some(cc) = &congestion {
+        client_cmd.args(["-C", cc]);
+    }
     let client_line = process::display(&client_cmd);
-    let done = process::run(&mut client_cmd, &stem("-client"), Duration::from_secs(900))?;
-    let server_line = server.command.clone();
-    server.wait_or_kill(Duration::from_secs(5))?;
+    let done = process::run(&mut client_cmd, &stem("-client"), timeout)?;
+    let server_line = match server {
+        Some(server) => {
+            let line = server.command.clone();
+            server.wait_or_kill(Duration::from_secs(5))?;
+            line
+        }
+        None => format!("iperf3 -s -p {port} (started by the user on {server_ip})"),
+    };
     let json: Value = serde_json::from_str(&done.stdout)
         .with_context(|| format!("`{client_line}` printed no JSON ({})", done.status))?;
     if let Some(error) = json.get("error").and_then(Value::as_str) {

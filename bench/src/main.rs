@@ -4,6 +4,7 @@
 //! writing JSON next to it under `bench/results/`.
 
 mod agent;
+mod host;
 mod iperf;
 mod loopback;
 mod plot;
@@ -11,7 +12,9 @@ mod probe_overhead;
 mod process;
 mod results;
 mod stats;
+mod suite;
 mod transfer;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -29,11 +32,22 @@ enum Command {
     ProbeOverhead(probe_overhead::Options),
     /// Loopback goodput of a real `dwcp-agent send` against `iperf3 -P N` (root for CPU).
     Transfer(transfer::Options),
+    /// The benchmark suite: every target, peers side by side, report and Go/No-Go.
+    Suite(suite::Options),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the subcommand; on failure prints the error chain (no backtrace) and exits 1.
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
         Command::Transfer(options) => transfer::run(&options),
+        Command::Suite(options) => suite::run(&options),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -93,6 +93,18 @@ pub struct Finished {
 
 /// Runs `cmd` to completion (killed after `timeout`), output into files next to `stem`.
 pub fn run(cmd: &mut Command, stem: &Path, timeout: Duration) -> anyhow::Result<Finished> {
+    let what = display(cmd);
+    run_capped(cmd, stem, timeout)?
+        .with_context(|| format!("`{what}` did not finish within {timeout:?} and was killed"))
+}
+
+/// Runs `cmd`, output into files next to `stem`; kills it after `cap` and returns `None`
+/// then (a cap is an outcome, not an error).
+pub fn run_capped(
+    cmd: &mut Command,
+    stem: &Path,
+    cap: Duration,
+) -> anyhow::Result<Option<Finished>> {
     let logs = Logs::new(stem);
     logs.attach(cmd)?;
     let what = display(cmd);
@@ -107,23 +119,23 @@ pub fn run(cmd: &mut Command, stem: &Path, timeout: Duration) -> anyhow::Result<
         let status = child.wait();
         let _ = tx.send((status, start.elapsed()));
     });
-    let (status, wall) = match rx.recv_timeout(timeout) {
+    let (status, wall) = match rx.recv_timeout(cap) {
         Ok(done) => done,
         Err(_) => {
             signal(pid, libc::SIGKILL);
             let _ = waiter.join();
-            bail!("`{what}` did not finish within {timeout:?} and was killed");
+            return Ok(None);
         }
     };
     let _ = waiter.join();
     let status = status.with_context(|| format!("Waiting for `{what}`"))?;
     let stdout = std::fs::read_to_string(&logs.stdout).unwrap_or_default();
-    Ok(Finished {
+    Ok(Some(Finished {
         status,
         wall,
         stdout,
         logs,
-    })
+    }))
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -177,7 +189,7 @@ impl Server {
                     self.logs.stderr_tail()
                 );
             }
-            if is_listening(port)? {
+            if is_listening(Some(self.child.id()), port)? {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -188,6 +200,20 @@ impl Server {
                 );
             }
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it still runs.
+    pub fn wait_for(&mut self, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -222,10 +248,13 @@ impl Drop for Server {
     }
 }
 
-/// Whether a TCP socket listens on `port` (IPv4 or IPv6, any address).
-fn is_listening(port: u16) -> anyhow::Result<bool> {
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = match std::fs::read_to_string(table) {
+/// Whether a TCP socket listens on `port` (IPv4 or IPv6, any address) in the network
+/// namespace of process `pid` (this process's when `None`): a server started inside
+/// another namespace is looked for there.
+fn is_listening(pid: Option<u32>, port: u16) -> anyhow::Result<bool> {
+    let base = pid.map_or_else(|| "/proc/self/net".to_owned(), |p| format!("/proc/{p}/net"));
+    for table in [format!("{base}/tcp"), format!("{base}/tcp6")] {
+        let text = match std::fs::read_to_string(&table) {
             Ok(text) => text,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("Read {table}")),
@@ -268,9 +297,10 @@ mod tests {
     fn sees_a_real_listener() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(is_listening(port).unwrap());
+        assert!(is_listening(None, port).unwrap());
+        assert!(is_listening(Some(std::process::id()), port).unwrap());
         drop(listener);
-        assert!(!is_listening(port).unwrap());
+        assert!(!is_listening(None, port).unwrap());
     }
 
     #[test]

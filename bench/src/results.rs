@@ -4,14 +4,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// Creates and returns a fresh results directory for benchmark `name`.
-pub fn new_dir(name: &str) -> anyhow::Result<PathBuf> {
+/// The current UTC time as `YYYYMMDDTHHMMSSZ`.
+pub fn now_stamp() -> anyhow::Result<String> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("Clock before 1970")?
         .as_secs();
+    Ok(utc_stamp(secs))
+}
+
+/// Creates and returns a fresh results directory for benchmark `name`.
+pub fn new_dir(name: &str) -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-    let dir = root.join(format!("{}-{name}", utc_stamp(secs)));
+    let dir = root.join(format!("{}-{name}", now_stamp()?));
     std::fs::create_dir_all(&dir).with_context(|| format!("Create {}", dir.display()))?;
     Ok(dir)
 }

@@ -8,8 +8,10 @@
 //!   VM tests and benchmarks boot;
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time each;
 //! - `run`: build the agent in release and run it in the foreground (the main job);
-//! - `install`: install the agent binary, its systemd unit and a default config.
+//! - `install`: install the agent binary, its systemd unit and a default config;
+//! - `bench`: build in release and run the benchmark suite (report and Go/No-Go).
 
+mod bench;
 mod cmd;
 mod fuzz;
 mod guest;
@@ -53,6 +55,8 @@ enum Command {
     Run(run::Options),
     /// Install the agent binary, its systemd unit and a default config.
     Install(install::Options),
+    /// Build in release and run the benchmark suite: report, plots and Go/No-Go.
+    Bench(bench::Options),
 }
 
 /// Runs the subcommand; on failure prints the error chain (without a backtrace, even
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Run(opts) => run::run(&opts),
         Command::Install(opts) => install::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 //! the pinned nightly, for `bpfel-unknown-none`), the tests with nextest's `ci` profile
 //! (`.config/nextest.toml`; JUnit report in `target/nextest/ci/junit.xml`), then a bounded
 //! run of every fuzz target (`cargo xtask fuzz`, [`fuzz::DEFAULT_SECONDS`] each unless
-//! `--fuzz-seconds` says otherwise).
+//! `--fuzz-seconds` says otherwise), then the quick benchmark suite (`cargo xtask bench
+//! --suite quick`, `--no-bench` skips it): it fails the run only when something could not
+//! run, never on a FAIL or a No-Go; its report stays in `bench/results/`.
 //!
 //! The privileged tests (eBPF, network namespaces) need root; run as another user, this
 //! says so loudly before and after the run.
@@ -16,7 +18,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, fuzz, guest, setup, sys, toolchain::Toolchain};
+use crate::{bench, cmd, fuzz, guest, setup, sys, toolchain::Toolchain};
 
 /// The one crate that is built for the eBPF target instead of the host.
 const EBPF_CRATE: &str = "dwcp-ebpf";
@@ -40,6 +42,9 @@ pub struct Options {
     /// The cargo-fuzz project (default: `fuzz/` at the workspace root).
     #[arg(long, value_name = "DIR")]
     pub fuzz_dir: Option<PathBuf>,
+    /// Do not run the quick benchmark suite at the end.
+    #[arg(long)]
+    pub no_bench: bool,
     /// Extra arguments for `cargo nextest run` (after `--`).
     #[arg(last = true, value_name = "NEXTEST_ARGS")]
     pub nextest_args: Vec<String>,
@@ -74,6 +79,12 @@ fn run_steps(opts: &Options) -> Result<()> {
     fuzz::Project::new(&root, opts.fuzz_dir.as_deref())
         .and_then(|project| project.fuzz(None, opts.fuzz_seconds))
         .context("Step `fuzz` failed")?;
+    if opts.no_bench {
+        println!("==> bench (skipped: --no-bench)");
+    } else {
+        println!("==> bench");
+        bench::run(&bench::Options::quick()).context("Step `bench` failed")?;
+    }
     println!("test: all steps passed");
     Ok(())
 }

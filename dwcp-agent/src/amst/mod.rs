@@ -16,6 +16,8 @@
 
 pub mod auto;
 pub mod digest;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod receiver;
 pub mod scheduler;
 pub mod sender;

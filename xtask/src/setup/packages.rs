@@ -46,7 +46,8 @@ const PACKAGES: &[Package] = &[
     required("iproute2"),
     // `ethtool`: turning offloads off on the test veth pairs so tbf shapes real packets.
     required("ethtool"),
-    // `socat`: plain TCP peers and relays in the transport and migration-stream tests.
+    // `socat`: plain TCP peers and relays in the transport and migration-stream tests,
+    // and the plain single-stream copy the benchmark suite compares against.
     required("socat"),
     // `prometheus` and `promtool`: the observability tests run a real Prometheus that
     // scrapes a real agent and evaluates every dashboard query and rule, and check the
@@ -58,6 +59,12 @@ const PACKAGES: &[Package] = &[
     required("qemu-utils"),
     // `cpio`: reads back the guest's initramfs in the cpio writer's tests.
     required("cpio"),
+    // `libibverbs-dev`, `librdmacm-dev`, `libclang-dev`: building the agent with the
+    // `rdma` feature (rdma-sys binds ibverbs through bindgen), which `cargo xtask bench
+    // --transport rdma` and clippy with `--features rdma` do.
+    required("libibverbs-dev"),
+    required("librdmacm-dev"),
+    required("libclang-dev"),
     // `nc`: quick manual port checks when debugging those tests.
     optional("netcat-openbsd"),
 ];
