@@ -87,11 +87,6 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         }
     };
 
-    let drain = tokio::spawn(drain_loop(
-        Arc::clone(&telemetry),
-        config.clone(),
-        stop_rx.clone(),
-    ));
     let app = http::router(HttpState {
         telemetry: Arc::clone(&telemetry),
         metrics,
@@ -116,6 +111,12 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     notify::ready(&format!(
         "Serving metrics on {http_addr}, probes {}",
         on_off(probes_up)
+    ));
+    // Started after READY, so systemd never sees a watchdog ping before readiness.
+    let drain = tokio::spawn(drain_loop(
+        Arc::clone(&telemetry),
+        config.clone(),
+        stop_rx.clone(),
     ));
 
     wait_for_signal().await.map_err(DaemonError::Serve)?;
