@@ -4,6 +4,7 @@
 //! writing JSON next to it under `bench/results/`.
 
 mod agent;
+mod hde;
 mod iperf;
 mod loopback;
 mod plot;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Loopback TCP throughput with the eBPF probes attached vs detached (needs root).
     ProbeOverhead(probe_overhead::Options),
+    /// HDE vs zstd-1, zstd-3, an XBZRLE model and `zstd --long` on a real image.
+    Hde(hde::Options),
     /// Loopback goodput of a real `dwcp-agent send` against `iperf3 -P N` (root for CPU).
     Transfer(transfer::Options),
 }
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
         Command::Transfer(options) => transfer::run(&options),
+        Command::Hde(options) => hde::run(&options),
     }
 }

@@ -40,6 +40,9 @@ struct StatsArgs {
     /// zstd level of L3.
     #[arg(long, default_value_t = 1)]
     zstd_level: i32,
+    /// Literal pages sampled to train the zstd dictionary (0: no dictionary).
+    #[arg(long, default_value_t = dwcp_hde::HdeConfig::default().dict_sample_pages)]
+    dict_pages: u32,
 }
 
 /// Runs `dwcp-agent hde <command>`.
@@ -62,6 +65,7 @@ pub fn run(args: &HdeArgs) -> anyhow::Result<()> {
             .cores
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         zstd_level: args.zstd_level,
+        dict_sample_pages: args.dict_pages,
     };
     let survey = dwcp_hde::survey::run(&options)
         .with_context(|| format!("Cannot survey {}", args.image.display()))?;

@@ -1,5 +1,8 @@
 //! Corrupt, truncated and hostile frames: a clear error, never a panic, never wrong data.
-#![expect(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use dwcp_hde::{
     DecodeError, Decoder, Encoder, HdeConfig, PAGE_SIZE,

@@ -1,5 +1,8 @@
 //! Seeds of the `hde_decode` fuzz target, written by the real encoder.
-#![expect(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::{fs, path::Path};
 

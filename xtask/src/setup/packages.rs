@@ -52,6 +52,9 @@ const PACKAGES: &[Package] = &[
     // scrapes a real agent and evaluates every dashboard query and rule, and check the
     // configuration and rule files with `promtool`.
     required("prometheus"),
+    // `zstd`: the `zstd --long` / `--patch-from` command line `dwcp-bench hde` compares
+    // the HDE codec against.
+    required("zstd"),
     // `nc`: quick manual port checks when debugging those tests.
     optional("netcat-openbsd"),
 ];
