@@ -71,7 +71,7 @@ struct ChecksumSpeeds {
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     ensure!(
-        opts.block_kib >= 4 && opts.block_kib % 4 == 0,
+        opts.block_kib >= 4 && opts.block_kib.is_multiple_of(4),
         "Block size must be a multiple of 4 KiB"
     );
     let block = opts.block_kib * 1024;

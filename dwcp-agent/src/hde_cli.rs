@@ -53,7 +53,7 @@ pub fn run(args: &HdeArgs) -> anyhow::Result<()> {
         "Link rates must be positive"
     );
     anyhow::ensure!(
-        (4..=65_536).contains(&args.block_kib) && args.block_kib % 4 == 0,
+        (4..=65_536).contains(&args.block_kib) && args.block_kib.is_multiple_of(4),
         "Block size must be a multiple of 4 KiB between 4 and 65536"
     );
     let options = dwcp_hde::survey::SurveyOptions {
