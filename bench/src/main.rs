@@ -4,6 +4,7 @@
 //! writing JSON next to it under `bench/results/`.
 
 mod agent;
+mod hde;
 mod host;
 mod iperf;
 mod loopback;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Loopback TCP throughput with the eBPF probes attached vs detached (needs root).
     ProbeOverhead(probe_overhead::Options),
+    /// HDE vs zstd-1, zstd-3, an XBZRLE model and `zstd --long` on a real image.
+    Hde(hde::Options),
     /// Loopback goodput of a real `dwcp-agent send` against `iperf3 -P N` (root for CPU).
     Transfer(transfer::Options),
     /// The benchmark suite: every target, peers side by side, report and Go/No-Go.
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
         Command::Transfer(options) => transfer::run(&options),
         Command::Suite(options) => suite::run(&options),
+        Command::Hde(options) => hde::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,6 +40,9 @@ struct StatsArgs {
     /// zstd level of L3.
     #[arg(long, default_value_t = 1)]
     zstd_level: i32,
+    /// Literal pages sampled to train the zstd dictionary (0: no dictionary).
+    #[arg(long, default_value_t = dwcp_hde::HdeConfig::default().dict_sample_pages)]
+    dict_pages: u32,
 }
 
 /// Runs `dwcp-agent hde <command>`.
@@ -50,7 +53,7 @@ pub fn run(args: &HdeArgs) -> anyhow::Result<()> {
         "Link rates must be positive"
     );
     anyhow::ensure!(
-        (4..=65_536).contains(&args.block_kib) && args.block_kib % 4 == 0,
+        (4..=65_536).contains(&args.block_kib) && args.block_kib.is_multiple_of(4),
         "Block size must be a multiple of 4 KiB between 4 and 65536"
     );
     let options = dwcp_hde::survey::SurveyOptions {
@@ -62,6 +65,7 @@ pub fn run(args: &HdeArgs) -> anyhow::Result<()> {
             .cores
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         zstd_level: args.zstd_level,
+        dict_sample_pages: args.dict_pages,
     };
     let survey = dwcp_hde::survey::run(&options)
         .with_context(|| format!("Cannot survey {}", args.image.display()))?;

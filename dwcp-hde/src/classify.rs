@@ -3,9 +3,10 @@
 //! compare and copy); deltas and zstd are left to [`crate::pack`], which may run on
 //! other threads.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use crate::{
+    clock::elapsed,
     config::HdeConfig,
     dict::{DictTrainer, Dictionary},
     frame::MAX_BLOCK_BYTES,
@@ -128,7 +129,7 @@ impl Classifier {
         let page_at = |i: usize| &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
 
         if levels.zero {
-            let started = Instant::now();
+            let started = crate::clock::now();
             for (i, kind) in plan.kinds.iter_mut().enumerate() {
                 if is_zero(page_at(i)) {
                     *kind = KIND_ZERO;
@@ -138,7 +139,7 @@ impl Classifier {
             plan.stats.zero.nanos = elapsed(started);
         }
         if levels.delta {
-            let started = Instant::now();
+            let started = crate::clock::now();
             for (i, kind) in plan.kinds.iter_mut().enumerate() {
                 if *kind == KIND_UNDECIDED
                     && self.history.get(first_page + i as u64) == Some(page_at(i))
@@ -150,7 +151,7 @@ impl Classifier {
             plan.stats.unchanged.nanos = elapsed(started);
         }
         if levels.dedup {
-            let started = Instant::now();
+            let started = crate::clock::now();
             for (i, kind) in plan.kinds.iter_mut().enumerate() {
                 if *kind != KIND_UNDECIDED {
                     continue;
@@ -167,7 +168,7 @@ impl Classifier {
             }
             plan.stats.duplicate.nanos = elapsed(started);
         }
-        let started = Instant::now();
+        let started = crate::clock::now();
         for (i, kind) in plan.kinds.iter_mut().enumerate() {
             let page = page_at(i);
             let index = first_page + i as u64;
@@ -187,8 +188,10 @@ impl Classifier {
         // Recorded after every lookup: a block sees the history as it was before it.
         if levels.delta {
             for (i, &kind) in plan.kinds.iter().enumerate() {
-                if kind != KIND_UNCHANGED {
-                    self.history.record(first_page + i as u64, page_at(i));
+                match kind {
+                    KIND_UNCHANGED => {}
+                    KIND_ZERO => self.history.record_zero(first_page + i as u64),
+                    _ => self.history.record(first_page + i as u64, page_at(i)),
                 }
             }
             plan.stats.delta.nanos = elapsed(started);
@@ -205,9 +208,4 @@ impl Classifier {
         self.dict_sent |= plan.dict.is_some();
         Ok(())
     }
-}
-
-/// Nanoseconds since `started`.
-pub fn elapsed(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

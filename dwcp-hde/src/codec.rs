@@ -40,9 +40,9 @@ impl Encoder {
         data: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         self.classifier.classify(first_page, data, &mut self.plan)?;
-        let classify_nanos = crate::classify::elapsed(started);
+        let classify_nanos = crate::clock::elapsed(started);
         let mut stats = self.packer.pack(&self.plan, data, out)?;
         stats.total_nanos += classify_nanos;
         self.stats += stats;
@@ -104,7 +104,7 @@ impl Decoder {
         frame: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<BlockInfo, DecodeError> {
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         let admitted = self.gate.admit(frame)?;
         let decompressed = self.unpacker.unpack(&admitted, frame, &mut self.raw)?;
         let raw = raw_payload(&admitted.header, frame, &self.raw, decompressed);
@@ -112,7 +112,7 @@ impl Decoder {
         self.rebuilder
             .rebuild(&admitted.header, raw, out, &mut stats)?;
         stats.frame_bytes = frame.len() as u64;
-        stats.total_nanos = crate::classify::elapsed(started);
+        stats.total_nanos = crate::clock::elapsed(started);
         self.stats += stats;
         Ok(BlockInfo {
             sequence: admitted.header.sequence,

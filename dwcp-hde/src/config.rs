@@ -99,8 +99,8 @@ impl Default for HdeConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             index_slots: 16_384,
             history_slots: 65_536,
-            dict_sample_pages: 2_048,
-            dict_bytes: 64 * 1024,
+            dict_sample_pages: 256,
+            dict_bytes: 32 * 1024,
             in_flight: 0,
         }
     }

@@ -1,7 +1,7 @@
 //! L3's zstd dictionary: trained by the encoder on the first literal pages it sees,
 //! shipped inline in the first block that uses it, then referenced by id.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use crate::page::PAGE_SIZE;
 
@@ -55,11 +55,11 @@ impl DictTrainer {
             return None;
         }
         self.done = true;
-        let started = Instant::now();
+        let started = crate::clock::now();
         let sizes = vec![PAGE_SIZE; self.samples.len() / PAGE_SIZE];
         let trained = zstd::dict::from_continuous(&self.samples, &sizes, self.dict_bytes);
         self.samples = Vec::new();
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let nanos = crate::clock::elapsed(started);
         Some((
             trained
                 .ok()

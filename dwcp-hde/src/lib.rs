@@ -31,7 +31,8 @@
 //! - index: a page of kind literal or delta is stored in the next ring slot;
 //! - history: once every page of the block is decided (encoder) or rebuilt (decoder),
 //!   every page of any kind but unchanged is recorded, in page order, as its index's
-//!   version (a new index takes the next ring slot, evicting the index that held it); so
+//!   version (a new index takes the next ring slot, evicting the index that held it; a
+//!   zero page is held as "zero" without a slot); so
 //!   all lookups within a block see the history as it was before the block.
 //!
 //! # Frame format (version 1)
@@ -75,6 +76,7 @@
 
 pub mod adaptive;
 pub mod classify;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod delta;

@@ -2,12 +2,11 @@
 //! payload layout, zstd, checksum, header). Holds no stream state, so any worker can
 //! pack any block.
 
-use std::time::Instant;
-
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{
-    classify::{EncodeError, KIND_CANDIDATE, Plan, elapsed},
+    classify::{EncodeError, KIND_CANDIDATE, Plan},
+    clock::elapsed,
     delta,
     frame::{FLAG_DICT_INLINE, FLAG_USES_DICT, FLAG_ZSTD, Header},
     page::PAGE_SIZE,
@@ -56,7 +55,7 @@ impl Packer {
         data: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Stats, EncodeError> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let mut stats = plan.stats;
         let pages = plan.kinds.len();
         let page_at = |i: usize| &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
@@ -65,7 +64,7 @@ impl Packer {
         raw.extend_from_slice(&plan.kinds);
         raw.extend_from_slice(&plan.refs);
 
-        let delta_started = Instant::now();
+        let delta_started = crate::clock::now();
         let mut bases = plan.bases.as_chunks::<PAGE_SIZE>().0.iter();
         for i in 0..pages {
             if raw[i] != KIND_CANDIDATE {
@@ -87,7 +86,7 @@ impl Packer {
         }
         stats.delta.nanos += elapsed(delta_started);
 
-        let literal_started = Instant::now();
+        let literal_started = crate::clock::now();
         for i in 0..pages {
             if raw[i] == KIND_LITERAL {
                 raw.extend_from_slice(page_at(i));
@@ -103,15 +102,23 @@ impl Packer {
         let mut level = 0i8;
         let mut payload: &[u8] = raw;
         if let Some(zstd_level) = plan.zstd_level {
-            let zstd_started = Instant::now();
+            let zstd_started = crate::clock::now();
             let dict_id = plan.dict.as_ref().map_or(0, |d| d.id);
             if compressor_for(&mut self.compressor, zstd_level, plan).is_some() {
                 self.packed.clear();
-                self.packed.reserve(raw.len());
-                let compressed = self
-                    .compressor
-                    .as_mut()
-                    .map(|(c, _, _)| c.compress_to_buffer(raw.as_slice(), &mut self.packed));
+                // Room for the worst case, so zstd never fails for lack of space (a failed
+                // call would leave the context mid-frame and refuse the next dictionary).
+                self.packed
+                    .reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                let compressed = self.compressor.as_mut().map(|(c, _, _)| {
+                    let result = c.compress_to_buffer(raw.as_slice(), &mut self.packed);
+                    if result.is_err() {
+                        let _ = c
+                            .context_mut()
+                            .reset(zstd::zstd_safe::ResetDirective::SessionOnly);
+                    }
+                    result
+                });
                 if matches!(compressed, Some(Ok(n)) if n < raw.len()) {
                     payload = &self.packed;
                     flags |= FLAG_ZSTD;

@@ -18,7 +18,8 @@ use std::{collections::BTreeMap, thread::JoinHandle};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::{
-    classify::{Classifier, EncodeError, Plan, elapsed},
+    classify::{Classifier, EncodeError, Plan},
+    clock::elapsed,
     codec::BlockInfo,
     config::HdeConfig,
     error::DecodeError,
@@ -92,7 +93,7 @@ impl EncodePipeline {
         let mut classifier = Classifier::new(config);
         threads.push(std::thread::spawn(move || {
             for (seq, (first_page, data)) in (0u64..).zip(jobs_in) {
-                let started = std::time::Instant::now();
+                let started = crate::clock::now();
                 let mut plan = plans.try_recv().unwrap_or_default();
                 let classified = classifier.classify(first_page, &data, &mut plan);
                 let job = EncodeJob {
@@ -303,7 +304,7 @@ impl DecodePipeline {
             threads.push(std::thread::spawn(move || {
                 let mut unpacker = Unpacker::new();
                 for job in work_in {
-                    let started = std::time::Instant::now();
+                    let started = crate::clock::now();
                     let mut raw = buffers_in.try_recv().unwrap_or_default();
                     let mut decompressed = false;
                     let admitted = job.admitted.and_then(|a| {

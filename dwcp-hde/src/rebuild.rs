@@ -2,12 +2,10 @@
 //! evolving the L1 index and L2 history exactly as the encoder did, then checks the
 //! block's checksum.
 
-use std::time::Instant;
-
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::{
-    classify::elapsed,
+    clock::elapsed,
     delta,
     error::DecodeError,
     frame::Header,
@@ -49,7 +47,7 @@ impl Rebuilder {
         if self.poisoned {
             return Err(DecodeError::Poisoned);
         }
-        let started = Instant::now();
+        let started = crate::clock::now();
         let data_len = header.data_len as usize;
         let pages = data_len / PAGE_SIZE;
         let sections = Sections::split(raw, pages, data_len % PAGE_SIZE)?;
@@ -101,9 +99,13 @@ impl Rebuilder {
             }
         }
         for (i, &kind) in sections.kinds.iter().enumerate() {
-            if kind != KIND_UNCHANGED {
-                let page = &out[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
-                self.history.record(header.first_page + i as u64, page);
+            let index = header.first_page + i as u64;
+            match kind {
+                KIND_UNCHANGED => {}
+                KIND_ZERO => self.history.record_zero(index),
+                _ => self
+                    .history
+                    .record(index, &out[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]),
             }
         }
         let tail = literals.next().unwrap_or(&[]);

@@ -13,7 +13,8 @@ pub struct LevelStats {
     pub input_bytes: u64,
     /// Bytes they became in the payload (for zstd, in the frame).
     pub output_bytes: u64,
-    /// Time spent in this level, in nanoseconds (all pages looked at, not just those coded).
+    /// CPU time spent in this level, in nanoseconds (all pages looked at, not just those
+    /// coded).
     pub nanos: u64,
 }
 
@@ -49,9 +50,9 @@ pub struct Stats {
     pub zstd: LevelStats,
     /// Blocks whose zstd output was not smaller, stored raw instead.
     pub incompressible_blocks: u64,
-    /// Nanoseconds spent training the dictionary.
+    /// CPU nanoseconds spent training the dictionary.
     pub dict_train_nanos: u64,
-    /// Nanoseconds of the whole encode or decode (all stages, one thread's worth each).
+    /// CPU nanoseconds of the whole encode or decode (all stages, summed over threads).
     pub total_nanos: u64,
 }
 
@@ -83,7 +84,7 @@ impl Stats {
         }
     }
 
-    /// Data bytes per second of CPU time (one core), in MB/s (10^6).
+    /// Data bytes per CPU second (one core), in MB/s (10^6).
     #[must_use]
     pub fn mb_per_core_second(&self) -> f64 {
         if self.total_nanos == 0 {

@@ -61,6 +61,8 @@ pub struct SurveyOptions {
     pub cores: usize,
     /// zstd level of L3.
     pub zstd_level: i32,
+    /// Literal pages sampled for the zstd dictionary (0: no dictionary).
+    pub dict_sample_pages: u32,
 }
 
 /// One level set's result.
@@ -143,6 +145,7 @@ pub fn run(opts: &SurveyOptions) -> Result<Survey, SurveyError> {
                         .map_or(0, |m| m.len()),
                 ),
             ),
+            dict_sample_pages: opts.dict_sample_pages,
             ..HdeConfig::default()
         };
         let (encoder, decode_nanos) = round_trip(opts, &config)?;

@@ -65,6 +65,9 @@ const PACKAGES: &[Package] = &[
     required("libibverbs-dev"),
     required("librdmacm-dev"),
     required("libclang-dev"),
+    // `zstd`: the `zstd --long` / `--patch-from` command line `dwcp-bench hde` compares
+    // the HDE codec against.
+    required("zstd"),
     // `nc`: quick manual port checks when debugging those tests.
     optional("netcat-openbsd"),
 ];
