@@ -8,6 +8,7 @@ mod hde;
 mod host;
 mod iperf;
 mod loopback;
+mod pba_alloc;
 mod plot;
 mod probe_overhead;
 mod process;
@@ -33,6 +34,8 @@ enum Command {
     ProbeOverhead(probe_overhead::Options),
     /// HDE vs zstd-1, zstd-3, an XBZRLE model and `zstd --long` on a real image.
     Hde(hde::Options),
+    /// PBA block take + give back against the system allocator (p50 / p99 / p99.9).
+    Pba(pba_alloc::Options),
     /// Loopback goodput of a real `dwcp-agent send` against `iperf3 -P N` (root for CPU).
     Transfer(transfer::Options),
     /// The benchmark suite: every target, peers side by side, report and Go/No-Go.
@@ -46,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Transfer(options) => transfer::run(&options),
         Command::Suite(options) => suite::run(&options),
         Command::Hde(options) => hde::run(&options),
+        Command::Pba(options) => pba_alloc::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
