@@ -16,6 +16,7 @@
 
 pub mod auto;
 pub mod digest;
+pub mod failures;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod receiver;

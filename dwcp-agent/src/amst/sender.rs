@@ -18,6 +18,7 @@ use super::{
     AmstError,
     auto::{AutoStreams, Decision, Sample},
     digest::BlockHashes,
+    failures::StreamFailures,
     scheduler::Scheduler,
     socket::SocketTuning,
     summary::Summary,
@@ -187,7 +188,7 @@ pub fn send_file(
         sent_bytes: AtomicU64::new(0),
         wanted: AtomicUsize::new(0),
         hashes: BlockHashes::new(size, u64::from(block_size)),
-        failures: Mutex::new(Vec::new()),
+        failures: StreamFailures::default(),
     });
 
     let start = Instant::now();
@@ -208,21 +209,7 @@ pub fn send_file(
                     .is_none_or(JoinHandle::is_finished)
             })
             .collect();
-        // Connect and authenticate all new streams at once, not one after another.
-        let connected: Vec<_> = thread::scope(|scope| {
-            let pending: Vec<_> = free
-                .iter()
-                .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
-                .collect();
-            pending
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(AmstError::Invalid("connect thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
+        let connected = connect_data_streams(addr, psk, session, options, free.len());
         for (index, conn) in free.into_iter().zip(connected) {
             let (r, w) = conn?;
             if let Some(on_stream) = hooks.on_stream
@@ -271,14 +258,7 @@ pub fn send_file(
         }
         if alive == 0 && !scheduler.is_complete() {
             scheduler.stop();
-            let failures = shared.failures_snapshot();
-            return Err(AmstError::AllStreamsFailed {
-                streams: workers.len(),
-                last: failures
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| "no error recorded".into()),
-            });
+            return Err(shared.failures.all_failed(workers.len()));
         }
         if let Some(auto) = auto.as_mut()
             && last_tick.elapsed() >= Duration::from_secs(1)
@@ -344,7 +324,7 @@ pub fn send_file(
         Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
         other => return Err(unexpected("done", &other)),
     }
-    let failed_streams = shared.failures_snapshot().len();
+    let failed_streams = shared.failures.count();
     let moved = (total_blocks - resumed_blocks) * u64::from(block_size);
     let bytes = moved.min(size);
     Ok(Summary {
@@ -420,13 +400,38 @@ fn source_size(file: &File) -> std::io::Result<u64> {
     Ok(end)
 }
 
+/// Both halves of one authenticated connection.
+pub(super) type Connection = (FrameReader<TcpStream>, FrameWriter<TcpStream>);
+
+/// Opens and authenticates `n` data streams of `session` at once, not one after another.
+pub(super) fn connect_data_streams(
+    addr: SocketAddr,
+    psk: &Psk,
+    session: u64,
+    options: &SendOptions,
+    n: usize,
+) -> Vec<Result<Connection, AmstError>> {
+    thread::scope(|scope| {
+        let pending: Vec<_> = (0..n)
+            .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
+            .collect();
+        pending
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(AmstError::Invalid("connect thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
 /// Opens and authenticates one connection.
 pub(super) fn connect(
     addr: SocketAddr,
     psk: &Psk,
     role: Role,
     options: &SendOptions,
-) -> Result<(FrameReader<TcpStream>, FrameWriter<TcpStream>), AmstError> {
+) -> Result<Connection, AmstError> {
     let connect_err = |source| AmstError::Connect { addr, source };
     let mut stream =
         TcpStream::connect_timeout(&addr, options.connect_timeout).map_err(connect_err)?;
@@ -453,26 +458,8 @@ struct Shared {
     window: usize,
     sent_bytes: AtomicU64,
     wanted: AtomicUsize,
-    failures: Mutex<Vec<String>>,
+    failures: StreamFailures,
     hashes: BlockHashes,
-}
-
-impl Shared {
-    fn failures_snapshot(&self) -> Vec<String> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn fail(&self, index: usize, err: &(dyn std::error::Error + 'static)) {
-        let message = format!("stream {index}: {}", crate::error_chain(err));
-        tracing::warn!("{message}");
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(message);
-    }
 }
 
 /// Blocks sent on one stream and not yet acknowledged, and whether the stream died.
@@ -566,7 +553,7 @@ fn run_stream(
                     shared.scheduler.ack(header.seq);
                 });
                 if let Err(err) = result {
-                    shared.fail(index, &err);
+                    shared.failures.record(index, &err);
                     shared.scheduler.give_back(in_flight.kill());
                 } else {
                     in_flight.kill();
@@ -578,7 +565,7 @@ fn run_stream(
         return;
     };
     if let Err(err) = write_blocks(index, &mut writer, &in_flight, shared) {
-        shared.fail(index, &err);
+        shared.failures.record(index, &err);
         shared.scheduler.give_back(in_flight.kill());
         let _ = writer.get_ref().shutdown(Shutdown::Both);
     } else {

@@ -8,8 +8,8 @@ use std::{
     net::{Shutdown, SocketAddr, TcpStream},
     os::fd::{AsFd, AsRawFd as _},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -23,9 +23,10 @@ use crate::{
     amst::{
         AmstError,
         digest::StreamDigest,
+        failures::StreamFailures,
         sender::{
-            Hooks, InFlight, Progress, SendOptions, StreamCount, connect, read_acks, unexpected,
-            w_local_addr,
+            Hooks, InFlight, Progress, SendOptions, StreamCount, connect, connect_data_streams,
+            read_acks, unexpected, w_local_addr,
         },
         summary::Summary,
         zerocopy::ZeroCopy,
@@ -99,21 +100,11 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         zc_sends: AtomicU64::new(0),
         zc_copied: AtomicU64::new(0),
         sent_bytes: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
+        failures: StreamFailures::default(),
+        reader_failed: AtomicBool::new(false),
     });
     let start = Instant::now();
-    let connected: Vec<_> = thread::scope(|scope| {
-        let pending: Vec<_> = (0..streams)
-            .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
-            .collect();
-        pending
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(AmstError::Invalid("connect thread panicked".into())))
-            })
-            .collect()
-    });
+    let connected = connect_data_streams(addr, psk, session, options, streams);
     let mut workers = Vec::with_capacity(streams);
     for (index, conn) in connected.into_iter().enumerate() {
         let (r, w) = conn?;
@@ -186,7 +177,7 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         digest,
         resumed_blocks: 0,
         resent_blocks: shared.outbox.resent(),
-        failed_streams: shared.failures_snapshot().len(),
+        failed_streams: shared.failures.count(),
         zerocopy_sends: shared.zc_sends.load(Ordering::Relaxed),
         zerocopy_copied: shared.zc_copied.load(Ordering::Relaxed),
     })
@@ -219,18 +210,14 @@ fn wait(
                 streams: alive,
             });
         }
-        if reader.is_finished() && !shared.outbox.is_complete() && shared.reader_failed() {
+        if reader.is_finished()
+            && !shared.outbox.is_complete()
+            && shared.reader_failed.load(Ordering::Relaxed)
+        {
             return Ok(()); // The reader's own error is returned by the caller.
         }
         if alive == 0 {
-            let failures = shared.failures_snapshot();
-            return Err(AmstError::AllStreamsFailed {
-                streams,
-                last: failures
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| "no error recorded".into()),
-            });
+            return Err(shared.failures.all_failed(streams));
         }
     }
     Ok(())
@@ -243,31 +230,9 @@ struct Shared {
     zc_sends: AtomicU64,
     zc_copied: AtomicU64,
     sent_bytes: AtomicU64,
-    failures: Mutex<Vec<String>>,
-}
-
-impl Shared {
-    fn failures_snapshot(&self) -> Vec<String> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn fail(&self, index: usize, err: &(dyn std::error::Error + 'static)) {
-        let message = format!("stream {index}: {}", crate::error_chain(err));
-        tracing::warn!("{message}");
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(message);
-    }
-
-    fn reader_failed(&self) -> bool {
-        self.failures_snapshot()
-            .iter()
-            .any(|f| f.starts_with("reader"))
-    }
+    failures: StreamFailures,
+    /// Set when reading the source failed (its error is the transfer's).
+    reader_failed: AtomicBool,
 }
 
 /// Reads the source into blocks until end of file; returns the byte count and digest.
@@ -339,12 +304,8 @@ fn read_source<S: Read + AsFd>(
         }
     })();
     if let Err(err) = &result {
-        shared.fail(usize::MAX, err);
-        if let Ok(mut f) = shared.failures.lock()
-            && let Some(last) = f.last_mut()
-        {
-            *last = format!("reader: {}", crate::error_chain(err));
-        }
+        tracing::warn!(error = %crate::error_chain(err), "Reading the stream source failed");
+        shared.reader_failed.store(true, Ordering::Relaxed);
         shared.outbox.stop();
     }
     result.map(|()| (offset, digest.hex()))
@@ -412,7 +373,7 @@ fn run_stream(
                     shared.outbox.ack(header.offset);
                 });
                 if let Err(err) = &result {
-                    shared.fail(index, err);
+                    shared.failures.record(index, err);
                 }
                 // Wakes the writer (also inside `take`); it gives back what is owed.
                 in_flight.stop();
@@ -440,7 +401,7 @@ fn run_stream(
             let _ = writer.get_ref().shutdown(Shutdown::Write);
         }
         Err(err) => {
-            shared.fail(index, &err);
+            shared.failures.record(index, &err);
             let _ = writer.get_ref().shutdown(Shutdown::Both);
         }
     }
