@@ -8,6 +8,7 @@ mod hde;
 mod host;
 mod iperf;
 mod loopback;
+mod migration;
 mod pba_alloc;
 mod plot;
 mod probe_overhead;
@@ -40,6 +41,8 @@ enum Command {
     Transfer(transfer::Options),
     /// The benchmark suite: every target, peers side by side, report and Go/No-Go.
     Suite(suite::Options),
+    /// Live migration of a real guest over an emulated link: QEMU's methods side by side.
+    Migration(migration::Options),
 }
 
 /// Runs the subcommand; on failure prints the error chain (no backtrace) and exits 1.
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Suite(options) => suite::run(&options),
         Command::Hde(options) => hde::run(&options),
         Command::Pba(options) => pba_alloc::run(&options),
+        Command::Migration(options) => migration::run(&options),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
