@@ -1,4 +1,5 @@
-//! Sending one block of a file-backed transfer (regular file or block device).
+//! Reading the source of a file-backed transfer (regular file or block device): its
+//! size, whether it changed under the transfer, and sending one block of it.
 //!
 //! The block is read with `pread` into a pool block, where its CRC32C (frame header) and
 //! XXH3-128 (transfer digest) are computed while it is hot in the cache. The payload then
@@ -109,6 +110,41 @@ impl FileBlockSender {
         }
         Ok(())
     }
+}
+
+/// Size of a regular file or block device.
+pub(super) fn source_size(file: &File) -> std::io::Result<u64> {
+    use std::io::{Seek as _, SeekFrom};
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let mut f = file.try_clone()?;
+    let end = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+/// Fails if the regular file `file` no longer has the size and modification time it had
+/// when the transfer started: its blocks may then mix two versions, each with a matching
+/// hash, so the digest alone would not notice. (Block devices have no such time.)
+pub(super) fn check_unchanged(
+    file: &File,
+    size: u64,
+    mtime: Option<std::time::SystemTime>,
+) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let now = meta.modified().ok();
+    if meta.len() != size || now != mtime {
+        return Err(std::io::Error::other(format!(
+            "it had {size} bytes modified at {mtime:?}, now {} bytes modified at {now:?}",
+            meta.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The error for a source that ended before block `at` did.

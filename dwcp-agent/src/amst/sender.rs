@@ -18,7 +18,7 @@ use super::{
     auto::{AutoStreams, Decision, Sample},
     digest::BlockHashes,
     failures::StreamFailures,
-    file_block::{BlockAt, FileBlockSender},
+    file_block::{BlockAt, FileBlockSender, check_unchanged, source_size},
     scheduler::Scheduler,
     socket::SocketTuning,
     summary::Summary,
@@ -394,46 +394,11 @@ fn kernel_windows(probes: Option<&Probes>, peer: SocketAddr) -> (Option<Duration
     (mean_rtt, mean_cwnd)
 }
 
-/// Fails if the regular file `file` no longer has the size and modification time it had
-/// when the transfer started: its blocks may then mix two versions, each with a matching
-/// hash, so the digest alone would not notice. (Block devices have no such time.)
-fn check_unchanged(
-    file: &File,
-    size: u64,
-    mtime: Option<std::time::SystemTime>,
-) -> std::io::Result<()> {
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(());
-    }
-    let now = meta.modified().ok();
-    if meta.len() != size || now != mtime {
-        return Err(std::io::Error::other(format!(
-            "it had {size} bytes modified at {mtime:?}, now {} bytes modified at {now:?}",
-            meta.len()
-        )));
-    }
-    Ok(())
-}
-
 /// Waits for every stream thread.
 fn join_all(workers: Vec<Option<JoinHandle<()>>>) {
     for worker in workers.into_iter().flatten() {
         let _ = worker.join();
     }
-}
-
-/// Size of a regular file or block device.
-fn source_size(file: &File) -> std::io::Result<u64> {
-    use std::io::{Seek as _, SeekFrom};
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        return Ok(meta.len());
-    }
-    let mut f = file.try_clone()?;
-    let end = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
-    Ok(end)
 }
 
 /// Both halves of one authenticated connection.
