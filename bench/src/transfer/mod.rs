@@ -8,7 +8,13 @@
 //! goes first and iperf3 gets the stream count the agent settled on. The verdict
 //! compares medians; CPU per GB comes from the kernel (the agents' eBPF probes) and,
 //! for iperf3, from its own getrusage figures.
+//!
+//! iperf3 never touches a disk, so by default neither does the agent: the source file is
+//! read once before the rounds (it sits in the page cache) and the receive directory is
+//! on tmpfs (`/dev/shm`). `--receive-dir` measures a real filesystem instead; the report
+//! names the receive directory's filesystem either way.
 
+mod destination;
 mod report;
 
 use std::{
@@ -54,10 +60,14 @@ pub struct Options {
     /// The dwcp-agent binary [default: target/release/dwcp-agent of this workspace].
     #[arg(long)]
     agent: Option<PathBuf>,
-    /// Where the temporary source file and receive directory go (one filesystem)
-    /// [default: the system's temporary directory].
+    /// Where the temporary source file goes [default: the system's temporary
+    /// directory]; it is read once before the rounds so that it sits in the page cache.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
+    /// Receive into this directory (a temporary directory is made inside it) to measure
+    /// a disk [default: tmpfs at /dev/shm, so that only the transport is measured].
+    #[arg(long)]
+    receive_dir: Option<PathBuf>,
 }
 
 /// A stream count to compare.
@@ -169,6 +179,8 @@ struct Report {
     load_before: String,
     load_after: String,
     receiver_command: String,
+    /// Where received files were written, with the filesystem's type.
+    receive_dir: String,
     rows: Vec<Row>,
     details: Vec<Round>,
 }
@@ -207,10 +219,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let source = tmp
         .path()
         .join(format!("transfer-{}MiB.bin", options.size_mib));
-    let recv_dir = tmp.path().join("recv");
+    let receive = destination::ReceiveDir::create(options.receive_dir.as_deref())?;
+    let recv_dir = receive.path().to_owned();
     let psk = tmp.path().join("psk");
     let config = tmp.path().join("agent.toml");
-    std::fs::create_dir(&recv_dir)?;
     // One binary for the whole run, even if someone rebuilds the workspace meanwhile.
     let agent_bin = tmp.path().join("dwcp-agent");
     std::fs::copy(&built, &agent_bin)
@@ -226,6 +238,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         source.display()
     );
     write_random(&source, size)?;
+    destination::warm_page_cache(&source)?;
 
     let receiver = agent::Receiver::start(
         &agent_bin,
@@ -285,6 +298,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         load_before,
         load_after: loadavg(),
         receiver_command,
+        receive_dir: receive.describe(),
         rows,
         details,
     };

@@ -78,7 +78,8 @@ pub(super) fn render(r: &Report) -> String {
         "## Transfer goodput vs iperf3 (loopback)\n\n\
          {} MiB per transfer, {} rounds per stream count (medians), {} KiB blocks; \
          {} CPUs, kernel {}, {}. Load average before {}, after {}.\n\n\
-         Agent: {}; source: {}; binary: {}.\n\n",
+         Agent: {}; source: {}; binary: {}. Received into {}; source file read from \
+         the page cache.\n\n",
         r.size_bytes >> 20,
         r.rounds,
         r.block_kib,
@@ -89,7 +90,8 @@ pub(super) fn render(r: &Report) -> String {
         r.load_after,
         r.agent_version,
         r.source,
-        r.agent_binary
+        r.agent_binary,
+        r.receive_dir
     ));
     out.push_str(
         "| streams | dwcp Gbit/s | iperf3 Gbit/s | dwcp / iperf3 | target | \

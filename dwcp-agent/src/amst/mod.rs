@@ -2,7 +2,7 @@
 //! agent over one control connection and N parallel TCP data streams.
 //!
 //! The sender ([`sender`]) cuts the payload into blocks (PBA blocks, filled with `pread`
-//! straight from the source); a shared [`scheduler`] hands the next block to whichever
+//! for hashing, the payload then `sendfile`d from the page cache); a shared [`scheduler`] hands the next block to whichever
 //! stream asks first, so a slow stream never holds the others up. Each stream keeps a
 //! bounded number of unacknowledged blocks; a stream that fails gives its unacknowledged
 //! blocks back to the scheduler, which resends them on the others. The receiver
@@ -17,6 +17,7 @@
 pub mod auto;
 pub mod digest;
 pub mod failures;
+mod file_block;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod receiver;

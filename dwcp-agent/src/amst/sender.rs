@@ -4,7 +4,6 @@ use std::{
     collections::VecDeque,
     fs::File,
     net::{Shutdown, SocketAddr, TcpStream},
-    os::unix::fs::FileExt as _,
     path::Path,
     sync::{
         Arc, Condvar, Mutex,
@@ -19,6 +18,7 @@ use super::{
     auto::{AutoStreams, Decision, Sample},
     digest::BlockHashes,
     failures::StreamFailures,
+    file_block::{BlockAt, FileBlockSender, check_unchanged, source_size},
     scheduler::Scheduler,
     socket::SocketTuning,
     summary::Summary,
@@ -189,6 +189,7 @@ pub fn send_file(
         wanted: AtomicUsize::new(0),
         hashes: BlockHashes::new(size, u64::from(block_size)),
         failures: StreamFailures::default(),
+        source_failure: Mutex::new(None),
     });
 
     let start = Instant::now();
@@ -256,6 +257,12 @@ pub fn send_file(
                 streams: alive,
             });
         }
+        if let Some(err) = shared.take_source_failure() {
+            // The source itself failed: no other stream can do better.
+            scheduler.stop();
+            join_all(workers);
+            return Err(err);
+        }
         if alive == 0 && !scheduler.is_complete() {
             scheduler.stop();
             return Err(shared.failures.all_failed(workers.len()));
@@ -294,9 +301,9 @@ pub fn send_file(
     let elapsed = start.elapsed();
     let final_streams = shared.wanted.load(Ordering::SeqCst);
     scheduler.stop();
-    for worker in workers.into_iter().flatten() {
-        let _ = worker.join();
-    }
+    join_all(workers);
+    check_unchanged(&shared.file, size, mtime)
+        .map_err(file_err("Source changed during the transfer:"))?;
     // Blocks the receiver already had were never read here: hash them from the source.
     shared
         .hashes
@@ -387,17 +394,11 @@ fn kernel_windows(probes: Option<&Probes>, peer: SocketAddr) -> (Option<Duration
     (mean_rtt, mean_cwnd)
 }
 
-/// Size of a regular file or block device.
-fn source_size(file: &File) -> std::io::Result<u64> {
-    use std::io::{Seek as _, SeekFrom};
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        return Ok(meta.len());
+/// Waits for every stream thread.
+fn join_all(workers: Vec<Option<JoinHandle<()>>>) {
+    for worker in workers.into_iter().flatten() {
+        let _ = worker.join();
     }
-    let mut f = file.try_clone()?;
-    let end = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
-    Ok(end)
 }
 
 /// Both halves of one authenticated connection.
@@ -460,6 +461,17 @@ struct Shared {
     wanted: AtomicUsize,
     failures: StreamFailures,
     hashes: BlockHashes,
+    /// Set when reading the source failed (it shrank, an I/O error): ends the transfer.
+    source_failure: Mutex<Option<AmstError>>,
+}
+
+impl Shared {
+    fn take_source_failure(&self) -> Option<AmstError> {
+        self.source_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// Blocks sent on one stream and not yet acknowledged, and whether the stream died.
@@ -565,6 +577,22 @@ fn run_stream(
         return;
     };
     if let Err(err) = write_blocks(index, &mut writer, &in_flight, shared) {
+        if let AmstError::File { .. } = err {
+            // The source failed, not the stream: end the whole transfer with this error.
+            shared.scheduler.stop();
+            let mut slot = shared
+                .source_failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(err);
+            }
+            drop(slot);
+            in_flight.kill();
+            let _ = writer.get_ref().shutdown(Shutdown::Both);
+            let _ = acks.join();
+            return;
+        }
         shared.failures.record(index, &err);
         shared.scheduler.give_back(in_flight.kill());
         let _ = writer.get_ref().shutdown(Shutdown::Both);
@@ -581,6 +609,7 @@ fn write_blocks(
     in_flight: &InFlight,
     shared: &Shared,
 ) -> Result<(), AmstError> {
+    let mut payloads = FileBlockSender::default();
     loop {
         // Shed: streams beyond the wanted count stop taking new blocks.
         if index >= shared.wanted.load(Ordering::Relaxed) {
@@ -600,17 +629,14 @@ fn write_blocks(
         let offset = seq * shared.block_size;
         let len = usize::try_from(shared.block_size.min(shared.size - offset)).unwrap_or(0);
         let mut block = shared.pool.acquire(Duration::from_secs(30))?;
-        shared
-            .file
-            .read_exact_at(&mut block.as_mut_full()[..len], offset)
-            .map_err(|source| AmstError::File {
-                what: "Cannot read block of",
-                path: format!("offset {offset}"),
-                source,
-            })?;
-        block.set_len(len);
-        shared.hashes.record(seq, &block);
-        writer.write_frame(FrameType::Data, seq, offset, &block)?;
+        payloads.send(
+            writer,
+            &shared.file,
+            &mut block,
+            BlockAt { seq, offset, len },
+            &shared.hashes,
+        )?;
+        drop(block);
         shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
 }
