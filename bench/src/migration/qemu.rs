@@ -19,6 +19,17 @@ use dwcp_agent::vm::{
 };
 use dwcp_wan::Host;
 
+/// Serial console markers of a guest kernel that crashed.
+/// (Not "BUG: soft lockup": a TCG guest on a busy host prints that and lives on.)
+const KERNEL_CRASH: [&str; 6] = [
+    "BUG: kernel NULL pointer",
+    "BUG: unable to handle",
+    "Oops: ",
+    "invalid opcode: ",
+    "general protection fault",
+    "Kernel panic",
+];
+
 /// A running QEMU and its QMP session.
 pub struct Guest {
     child: Child,
@@ -118,7 +129,7 @@ impl Guest {
     }
 
     /// Waits for a serial line containing `needle` after byte `from`; returns that line.
-    /// A `DWCP-VERIFY FAIL` line on the way is an error.
+    /// A `DWCP-VERIFY FAIL` line or a kernel oops on the way is an error.
     pub async fn wait_serial(
         &mut self,
         needle: &str,
@@ -132,6 +143,9 @@ impl Guest {
             for line in tail.lines() {
                 if line.contains("DWCP-VERIFY FAIL") {
                     bail!("The {} guest found its memory corrupt: {line}", self.role);
+                }
+                if KERNEL_CRASH.iter().any(|m| line.contains(m)) {
+                    bail!("The {} guest's kernel crashed: {}", self.role, line.trim());
                 }
                 if line.contains(needle) {
                     return Ok(line.trim().to_owned());
