@@ -13,26 +13,37 @@
 //! here with `dwcp_hde::delta`) with an 11-byte header when that is shorter than the
 //! page, else as the page with an 8-byte header. Without a previous image every page is
 //! new (zero pages still cost only the header).
+//!
+//! `--corpus DIR` runs every image of a `cargo xtask corpus` folder in one table (see
+//! [`crate::hde_corpus`]); `--quick` keeps only HDE with every level and zstd-1.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
-use anyhow::{Context as _, bail, ensure};
-use dwcp_hde::{PAGE_SIZE, clock, delta, page::is_zero, survey};
+use anyhow::{Context as _, ensure};
+use dwcp_hde::survey;
 use serde::Serialize;
+
+use crate::{hde_baselines as base, hde_corpus};
 
 /// Options of `dwcp-bench hde`.
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// Guest memory image (raw `pmemsave` dump) or disk image.
-    #[arg(long)]
-    image: PathBuf,
+    #[arg(long, required_unless_present = "corpus", conflicts_with = "corpus")]
+    image: Option<PathBuf>,
     /// Encode IMAGE as a pre-copy round after this image.
-    #[arg(long)]
+    #[arg(long, requires = "image")]
     previous: Option<PathBuf>,
+    /// Every image of a corpus made by `cargo xtask corpus` (its folder, holding
+    /// `corpus.json`): full images alone, later rounds after their previous round.
+    #[arg(long, value_name = "DIR")]
+    corpus: Option<PathBuf>,
+    /// Only HDE with every level (zstd-1) and zstd-1 per block: what the suite needs.
+    #[arg(long)]
+    quick: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,31 +53,50 @@ pub struct Options {
 }
 
 /// One codec's result.
-#[derive(Debug, Serialize)]
-struct Row {
-    codec: String,
-    ratio: f64,
-    encoded_bytes: u64,
-    encode_mb_s_per_core: f64,
-    decode_mb_s_per_core: f64,
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Codec and settings.
+    pub codec: String,
+    /// Image bytes per encoded byte.
+    pub ratio: f64,
+    /// Encoded bytes.
+    pub encoded_bytes: u64,
+    /// Encode speed of one core.
+    pub encode_mb_s_per_core: f64,
+    /// Decode speed of one core (0 when not measured).
+    pub decode_mb_s_per_core: f64,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
-    image: PathBuf,
-    previous: Option<PathBuf>,
-    bytes: u64,
-    rows: Vec<Row>,
+/// The rows of one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The image.
+    pub image: PathBuf,
+    /// The round before it, if any.
+    pub previous: Option<PathBuf>,
+    /// Image bytes.
+    pub bytes: u64,
+    /// One per codec.
+    pub rows: Vec<Row>,
     /// Checksum speeds over the image (GB/s, one core): xxh3-64 (used) and CRC32C.
-    checksum_gb_s: ChecksumSpeeds,
-    verdict: String,
+    pub checksum_gb_s: ChecksumSpeeds,
+    /// The goals, met or not, in one line.
+    pub verdict: String,
 }
 
-#[derive(Debug, Serialize)]
-struct ChecksumSpeeds {
-    xxh3_64: f64,
-    crc32c: f64,
+/// Checksum speeds, GB/s on one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChecksumSpeeds {
+    /// xxh3-64 (what frames carry).
+    pub xxh3_64: f64,
+    /// CRC32C.
+    pub crc32c: f64,
 }
+
+/// The row name of HDE with every level at zstd-1 (the codec the goals are about).
+pub const HDE_ALL: &str = "hde L0+L1+L2+L3 (zstd-1)";
+/// The row name of zstd-1 per block.
+pub const ZSTD1: &str = "zstd-1 per block";
 
 /// Runs the benchmark.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -75,20 +105,48 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "Block size must be a multiple of 4 KiB"
     );
     let block = opts.block_kib * 1024;
+    if let Some(dir) = &opts.corpus {
+        let report = hde_corpus::measure(dir, block, opts.quick)?;
+        if opts.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", hde_corpus::render(&report));
+        }
+        return Ok(());
+    }
+    let image = opts.image.as_ref().context("Give --image or --corpus")?;
+    let report = measure(image, opts.previous.as_deref(), block, opts.quick)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Every codec on `image` (as a round after `previous` if given); `quick` keeps only
+/// [`HDE_ALL`] and [`ZSTD1`].
+pub fn measure(
+    image_path: &Path,
+    previous_path: Option<&Path>,
+    block: usize,
+    quick: bool,
+) -> anyhow::Result<Report> {
     let image =
-        fs::read(&opts.image).with_context(|| format!("Cannot read {}", opts.image.display()))?;
-    let previous = match &opts.previous {
+        fs::read(image_path).with_context(|| format!("Cannot read {}", image_path.display()))?;
+    let previous = match previous_path {
         Some(p) => Some(fs::read(p).with_context(|| format!("Cannot read {}", p.display()))?),
         None => None,
     };
     let survey = survey::run(&survey::SurveyOptions {
-        image: opts.image.clone(),
-        previous: opts.previous.clone(),
+        image: image_path.to_path_buf(),
+        previous: previous_path.map(Path::to_path_buf),
         block_bytes: block,
         link_bits: vec![],
         cores: 1,
         zstd_level: 1,
         dict_sample_pages: dwcp_hde::HdeConfig::default().dict_sample_pages,
+        all_levels_only: quick,
     })?;
     let mut rows: Vec<Row> = survey
         .rows
@@ -104,207 +162,35 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             decode_mb_s_per_core: r.decode_mb_s_per_core,
         })
         .collect();
-    for level in [1, 3] {
-        rows.push(zstd_blocks(&image, block, level)?);
+    let levels: &[i32] = if quick { &[1] } else { &[1, 3] };
+    for &level in levels {
+        rows.push(base::zstd_blocks(&image, block, level)?);
     }
-    rows.push(xbzrle(&image, previous.as_deref()));
-    rows.push(zstd_cli(
-        &opts.image,
-        opts.previous.as_deref(),
-        image.len() as u64,
-    )?);
-    let checksum_gb_s = checksum_speeds(&image);
+    if !quick {
+        rows.push(base::xbzrle(&image, previous.as_deref()));
+        rows.push(base::zstd_cli(
+            image_path,
+            previous_path,
+            image.len() as u64,
+        )?);
+    }
+    let checksum_gb_s = base::checksum_speeds(&image);
     let verdict = verdict(&rows, previous.is_some());
-    let report = Report {
-        image: opts.image.clone(),
-        previous: opts.previous.clone(),
+    Ok(Report {
+        image: image_path.to_path_buf(),
+        previous: previous_path.map(Path::to_path_buf),
         bytes: image.len() as u64,
         rows,
         checksum_gb_s,
         verdict,
-    };
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
-}
-
-fn mb_s(bytes: usize, seconds: f64) -> f64 {
-    bytes as f64 / seconds.max(1e-9) / 1e6
-}
-
-/// zstd at `level` on each block, one context, like QEMU's multifd zstd.
-fn zstd_blocks(image: &[u8], block: usize, level: i32) -> anyhow::Result<Row> {
-    let mut compressor = zstd::bulk::Compressor::new(level)?;
-    let mut decompressor = zstd::bulk::Decompressor::new()?;
-    let mut frames = Vec::new();
-    let started = clock::now();
-    for chunk in image.chunks(block) {
-        frames.push(compressor.compress(chunk)?);
-    }
-    let encode = seconds(started);
-    let started = clock::now();
-    let mut out = Vec::with_capacity(block);
-    for (chunk, frame) in image.chunks(block).zip(&frames) {
-        out.clear();
-        decompressor.decompress_to_buffer(frame.as_slice(), &mut out)?;
-        ensure!(out == chunk, "zstd-{level} round trip differs");
-    }
-    let decode = seconds(started);
-    let encoded: u64 = frames.iter().map(|f| f.len() as u64).sum();
-    Ok(Row {
-        codec: format!("zstd-{level} per block"),
-        ratio: image.len() as f64 / encoded as f64,
-        encoded_bytes: encoded,
-        encode_mb_s_per_core: mb_s(image.len(), encode),
-        decode_mb_s_per_core: mb_s(image.len(), decode),
     })
-}
-
-/// The QEMU pre-copy + XBZRLE model (see the module documentation).
-fn xbzrle(image: &[u8], previous: Option<&[u8]>) -> Row {
-    let mut encoded = 0u64;
-    let mut deltas: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut scratch = Vec::with_capacity(PAGE_SIZE);
-    let started = clock::now();
-    for (i, page) in image.chunks(PAGE_SIZE).enumerate() {
-        let old = previous.and_then(|p| p.get(i * PAGE_SIZE..i * PAGE_SIZE + page.len()));
-        if old == Some(page) {
-            continue;
-        }
-        if is_zero(page) {
-            encoded += 8;
-            continue;
-        }
-        if let Some(old) = old {
-            scratch.clear();
-            if delta::encode(old, page, PAGE_SIZE - 1, &mut scratch) {
-                encoded += 11 + scratch.len() as u64;
-                deltas.push((i, scratch.clone()));
-                continue;
-            }
-        }
-        encoded += 8 + page.len() as u64;
-    }
-    let encode = seconds(started);
-    // Decode: apply the deltas to the previous versions (raw and zero pages are copies).
-    let mut decode = 0.0;
-    if let Some(previous) = previous {
-        let mut page = vec![0u8; PAGE_SIZE];
-        let started = clock::now();
-        for (i, d) in &deltas {
-            page.copy_from_slice(&previous[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
-            if delta::apply(d, &mut page).is_err()
-                || page != image[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]
-            {
-                eprintln!("warning: XBZRLE model delta of page {i} does not round-trip");
-            }
-        }
-        decode = seconds(started);
-    }
-    Row {
-        codec: "qemu pre-copy + xbzrle (model)".to_owned(),
-        ratio: image.len() as f64 / encoded.max(1) as f64,
-        encoded_bytes: encoded,
-        encode_mb_s_per_core: mb_s(image.len(), encode),
-        decode_mb_s_per_core: if decode > 0.0 {
-            mb_s(image.len(), decode)
-        } else {
-            0.0
-        },
-    }
-}
-
-/// `zstd -T1 --long=30` (with `--patch-from` for a round), timed as a child process.
-fn zstd_cli(image: &Path, previous: Option<&Path>, bytes: u64) -> anyhow::Result<Row> {
-    let dir = tempfile::tempdir()?;
-    let packed = dir.path().join("image.zst");
-    let unpacked = dir.path().join("image");
-    let mut args: Vec<String> = vec!["-q".into(), "-f".into(), "-T1".into(), "--long=30".into()];
-    if let Some(p) = previous {
-        args.push(format!("--patch-from={}", p.display()));
-    }
-    let run = |extra: &[String]| -> anyhow::Result<f64> {
-        let started = children_cpu_seconds();
-        let status = Command::new("zstd")
-            .args(&args)
-            .args(extra)
-            .status()
-            .context("Cannot run zstd (install it with `cargo xtask setup`)")?;
-        if !status.success() {
-            bail!("zstd {} failed: {status}", extra.join(" "));
-        }
-        Ok(children_cpu_seconds() - started)
-    };
-    let encode = run(&[
-        image.display().to_string(),
-        "-o".into(),
-        packed.display().to_string(),
-    ])?;
-    let decode = run(&[
-        "-d".into(),
-        packed.display().to_string(),
-        "-o".into(),
-        unpacked.display().to_string(),
-    ])?;
-    ensure!(
-        fs::read(&unpacked)? == fs::read(image)?,
-        "zstd --long round trip differs"
-    );
-    let encoded = fs::metadata(&packed)?.len();
-    Ok(Row {
-        codec: if previous.is_some() {
-            "zstd -3 --long --patch-from (cli)".to_owned()
-        } else {
-            "zstd -3 --long (cli)".to_owned()
-        },
-        ratio: bytes as f64 / encoded as f64,
-        encoded_bytes: encoded,
-        encode_mb_s_per_core: mb_s(bytes as usize, encode),
-        decode_mb_s_per_core: mb_s(bytes as usize, decode),
-    })
-}
-
-/// CPU seconds of this thread since `started`.
-fn seconds(started: clock::CpuInstant) -> f64 {
-    clock::elapsed(started) as f64 / 1e9
-}
-
-/// User + system CPU seconds of the waited-for children so far.
-fn children_cpu_seconds() -> f64 {
-    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage);
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-fn checksum_speeds(image: &[u8]) -> ChecksumSpeeds {
-    let started = clock::now();
-    let x = xxhash_rust::xxh3::xxh3_64(image);
-    let xxh3 = image.len() as f64 / seconds(started) / 1e9;
-    let started = clock::now();
-    let c = crc32c::crc32c(image);
-    let crc = image.len() as f64 / seconds(started) / 1e9;
-    std::hint::black_box((x, c));
-    ChecksumSpeeds {
-        xxh3_64: xxh3,
-        crc32c: crc,
-    }
 }
 
 /// The goals: full image, ratio ≥ 1.5× zstd-1's at ≥ 1000 MB/s encode per core;
 /// round delta, ratio ≥ 10.
 fn verdict(rows: &[Row], round: bool) -> String {
-    let hde = rows
-        .iter()
-        .find(|r| r.codec.starts_with("hde L0+L1+L2+L3 (zstd-1)"));
-    let zstd1 = rows.iter().find(|r| r.codec.starts_with("zstd-1"));
+    let hde = rows.iter().find(|r| r.codec == HDE_ALL);
+    let zstd1 = rows.iter().find(|r| r.codec == ZSTD1);
     let (Some(hde), Some(zstd1)) = (hde, zstd1) else {
         return "incomplete".to_owned();
     };

@@ -5,6 +5,8 @@
 
 mod agent;
 mod hde;
+mod hde_baselines;
+mod hde_corpus;
 mod host;
 mod iperf;
 mod loopback;

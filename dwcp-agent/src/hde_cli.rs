@@ -66,6 +66,7 @@ pub fn run(args: &HdeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         zstd_level: args.zstd_level,
         dict_sample_pages: args.dict_pages,
+        all_levels_only: false,
     };
     let survey = dwcp_hde::survey::run(&options)
         .with_context(|| format!("Cannot survey {}", args.image.display()))?;

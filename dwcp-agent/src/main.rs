@@ -90,9 +90,11 @@ struct SendArgs {
     /// TCP congestion control for data streams (e.g. cubic, bbr).
     #[arg(long)]
     congestion: Option<String>,
-    /// Block encoding: `none`, `zstd` (level 1), or `hde` (zero, duplicate and delta
-    /// pages, then zstd). With a codec a file is sent as a stream (in order, no resume).
-    #[arg(long, default_value = "none", value_parser = ["none", "zstd", "hde"])]
+    /// Block encoding: `none`, `zstd` (level 1), `hde` (zero, duplicate and delta
+    /// pages, then zstd), or `auto` (HDE or raw per block, whichever the measured link
+    /// and codec speeds make faster; re-decided twice a second). With a codec a file is
+    /// sent as a stream (in order, no resume).
+    #[arg(long, default_value = "none", value_parser = ["none", "zstd", "hde", "auto"])]
     codec: String,
     /// Do not use MSG_ZEROCOPY for stream payloads.
     #[arg(long)]
@@ -207,7 +209,7 @@ fn codec_choice(name: &str) -> dwcp_agent::protocol::messages::CodecChoice {
     use dwcp_agent::protocol::messages::CodecChoice;
     match name {
         "zstd" => CodecChoice::Zstd { level: 1 },
-        "hde" => CodecChoice::Hde {
+        "hde" | "auto" => CodecChoice::Hde {
             config: dwcp_hde::HdeConfig::default(),
         },
         _ => CodecChoice::None,
@@ -235,6 +237,7 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         codec: codec_choice(&args.codec),
+        auto_codec: args.codec == "auto",
         zerocopy: !args.no_zerocopy,
         ..Default::default()
     };

@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         zstd_level: 1,
         dict_sample_pages,
+        all_levels_only: false,
     })?;
     print!("{}", dwcp_hde::survey::render(&survey));
     Ok(())

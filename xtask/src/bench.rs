@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: builds `dwcp-agent` and `dwcp-bench` in release (with the `rdma`
 //! feature for `--transport rdma`) and runs the benchmark suite, which writes
 //! `bench/results/<UTC time>/report.md`, `report.json`, `junit.xml` and the plots. It
-//! prints the verdict and the report's path.
+//! prints the verdict and the report's path. `--corpus` makes the guest-memory corpus
+//! first (opt-in: several minutes); the codec rows use it whenever it exists.
 //!
 //! Exit status: success for both Go and No-Go; failure only when something could not
 //! run (a build, a missing tool, a crashed case). So CI can run it without failing on a
@@ -28,6 +29,11 @@ pub struct Options {
     /// message when there is no RDMA device).
     #[arg(long, default_value = "tcp", value_parser = ["tcp", "rdma"])]
     pub transport: String,
+    /// Make (or reuse) the guest-memory corpus first (`cargo xtask corpus`), so the
+    /// codec rows are measured. Opt-in: it boots three 1 GiB TCG guests, several minutes
+    /// on two cores. Without it the rows use an existing corpus, or say how to make one.
+    #[arg(long)]
+    pub corpus: bool,
     /// Run against a remote agent on HOST (see docs/benchmarks.md).
     #[arg(long, value_name = "HOST")]
     pub peer: Option<String>,
@@ -46,6 +52,7 @@ impl Options {
             suite: "quick".into(),
             profiles: Vec::new(),
             transport: "tcp".into(),
+            corpus: false,
             peer: None,
             psk_file: None,
             extra: Vec::new(),
@@ -56,6 +63,9 @@ impl Options {
 /// Builds, runs the suite, prints the verdict and where the report is.
 pub fn run(opts: &Options) -> Result<()> {
     let root = sys::workspace_root()?;
+    if opts.corpus {
+        crate::corpus::run(&crate::corpus::Options::default())?;
+    }
     let mut build = cmd::cargo(
         &root,
         ["build", "--release", "-p", "dwcp-agent", "-p", "bench"],
@@ -69,6 +79,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut suite = cmd::new(&bench, ["suite", "--suite", opts.suite.as_str()]);
     suite.arg("--transport").arg(&opts.transport);
     suite.arg("--out").arg(&out);
+    // The codec rows read the corpus where `cargo xtask corpus` writes it.
+    suite.arg("--corpus").arg(crate::corpus::corpus_dir(&root));
     suite
         .arg("--agent")
         .arg(sys::target_dir(&root).join("release/dwcp-agent"));

@@ -6,6 +6,8 @@
 //!   nextest, a bounded fuzz run);
 //! - `guest`: build the small Linux guest (kernel, initramfs, self-checking workload) the
 //!   VM tests and benchmarks boot;
+//! - `corpus`: capture real guest-memory images (and QEMU's migration stream) under
+//!   workloads, the data HDE is measured on;
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time each;
 //! - `run`: build the agent in release and run it in the foreground (the main job);
 //! - `install`: install the agent binary, its systemd unit and a default config;
@@ -13,6 +15,7 @@
 
 mod bench;
 mod cmd;
+mod corpus;
 mod fuzz;
 mod guest;
 mod install;
@@ -49,6 +52,8 @@ enum Command {
     Test(test::Options),
     /// Build the test guest (Debian kernel + busybox initramfs + workload) if it changed.
     Guest(guest::Options),
+    /// Capture guest-memory images under workloads (cached; the HDE benchmark's data).
+    Corpus(corpus::Options),
     /// Run every fuzz target (or one) for a bounded time; a crash fails with its reproducer.
     Fuzz(fuzz::Options),
     /// Build the agent in release and run it in the foreground.
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::run(&opts),
         Command::Test(opts) => test::run(&opts),
         Command::Guest(opts) => guest::run(&opts),
+        Command::Corpus(opts) => corpus::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Run(opts) => run::run(&opts),
         Command::Install(opts) => install::run(&opts),

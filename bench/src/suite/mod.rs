@@ -7,6 +7,7 @@
 //! that could not run, a missing tool), never on a FAIL or a No-Go.
 
 pub mod cases;
+pub mod codec;
 pub mod evaluate;
 pub mod link;
 pub mod plan;
@@ -85,6 +86,10 @@ pub struct Options {
     /// Block size of the agent's transfers in KiB.
     #[arg(long, default_value_t = 1024)]
     pub block_kib: usize,
+    /// Guest-memory corpus for the codec rows (`cargo xtask corpus`) [default:
+    /// target/dwcp-cache/corpus of this workspace, or $DWCP_CACHE_DIR/corpus].
+    #[arg(long, value_name = "DIR")]
+    pub corpus: Option<PathBuf>,
     /// The dwcp-agent binary [default: target/release/dwcp-agent of this workspace].
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -262,7 +267,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         cases.extend(run.cases);
     }
 
-    let metrics = evaluate::evaluate(&links, &cases);
+    let mut metrics = evaluate::evaluate(&links, &cases);
+    let corpus = options.corpus.clone().unwrap_or_else(codec::default_dir);
+    let (codec_rows, codec) = codec::evaluate(&corpus, options.block_kib * 1024);
+    metrics.extend(codec_rows);
     let verdict = targets::verdict(&metrics);
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
@@ -296,6 +304,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         cases,
         targets: targets::ALL.iter().map(TargetRow::from).collect(),
         metrics,
+        codec,
         verdict,
         errors,
     };

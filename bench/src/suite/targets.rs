@@ -162,7 +162,44 @@ pub const HDE_RATIO: Target = Target {
     unit: "×",
     source: Source::Seed,
     required: true,
-    definition: "Bytes of guest memory in divided by bytes on the wire, HDE on.",
+    definition: "Bytes of guest memory in divided by bytes out of HDE (every level, \
+                 zstd-1), over all full memory images of the corpus (`cargo xtask corpus`).",
+};
+/// HDE's ratio against zstd-1's on full guest-memory images (our goal).
+pub const HDE_VS_ZSTD1: Target = Target {
+    id: "hde_ratio_vs_zstd1",
+    name: "HDE ratio vs zstd-1 on full guest-memory images",
+    comparator: Comparator::AtLeast,
+    threshold: 1.5,
+    unit: "×",
+    source: Source::Goal,
+    required: true,
+    definition: "HDE's ratio (every level, zstd-1) divided by zstd-1 per 1 MiB block's, \
+                 both over all full memory images of the corpus (`cargo xtask corpus`).",
+};
+/// HDE's encode speed per core on full images (our goal).
+pub const HDE_ENCODE: Target = Target {
+    id: "hde_encode_per_core",
+    name: "HDE encode speed per core on full guest-memory images",
+    comparator: Comparator::AtLeast,
+    threshold: 1000.0,
+    unit: "MB/s",
+    source: Source::Goal,
+    required: true,
+    definition: "Image bytes over the encoder thread's CPU seconds, HDE with every level \
+                 (zstd-1), over all full memory images of the corpus.",
+};
+/// HDE's ratio on pre-copy round deltas (our goal).
+pub const HDE_ROUND_DELTA: Target = Target {
+    id: "hde_round_delta_ratio",
+    name: "HDE ratio on pre-copy round deltas",
+    comparator: Comparator::AtLeast,
+    threshold: 10.0,
+    unit: "×",
+    source: Source::Goal,
+    required: true,
+    definition: "Image bytes over encoded bytes of every later round of the corpus, each \
+                 encoded after its previous round (the receiver holds that round).",
 };
 /// Goodput against the TCP ceiling of the same stream count.
 pub const VS_IPERF3: Target = Target {
@@ -186,6 +223,9 @@ pub const ALL: &[Target] = &[
     CPU_OVERHEAD,
     PBA_OVERHEAD,
     HDE_RATIO,
+    HDE_VS_ZSTD1,
+    HDE_ENCODE,
+    HDE_ROUND_DELTA,
     VS_IPERF3,
 ];
 

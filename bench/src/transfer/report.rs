@@ -298,6 +298,8 @@ mod tests {
                     failed_streams: 0,
                     zerocopy_sends: 0,
                     zerocopy_copied: 0,
+                    codec: None,
+                    codec_reason: None,
                 },
                 process_seconds: 16.0 / gbps,
                 command: "dwcp-agent send".into(),

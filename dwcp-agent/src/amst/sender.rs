@@ -76,6 +76,9 @@ pub struct SendOptions {
     pub connect_timeout: Duration,
     /// How stream blocks are encoded (streamed transfers only).
     pub codec: messages::CodecChoice,
+    /// `--codec auto`: `codec` must be HDE; each block goes HDE-encoded or raw, as
+    /// measured fastest (see [`super::stream::auto_codec`]).
+    pub auto_codec: bool,
     /// Send stream payloads with `MSG_ZEROCOPY` (streamed transfers, which keep every
     /// block until acknowledged anyway; turned off per stream where the kernel copies).
     pub zerocopy: bool,
@@ -91,6 +94,7 @@ impl Default for SendOptions {
             connect_timeout: Duration::from_secs(10),
             zerocopy: true,
             codec: messages::CodecChoice::None,
+            auto_codec: false,
         }
     }
 }
@@ -335,6 +339,8 @@ pub fn send_file(
     let moved = (total_blocks - resumed_blocks) * u64::from(block_size);
     let bytes = moved.min(size);
     Ok(Summary {
+        codec: None,
+        codec_reason: None,
         bytes,
         seconds: elapsed.as_secs_f64(),
         goodput_bps: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9),

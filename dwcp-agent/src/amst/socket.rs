@@ -11,6 +11,9 @@ pub struct SocketTuning {
     pub notsent_lowat: Option<u32>,
     /// Congestion control (`cubic`, `bbr`); `None` keeps the system default.
     pub congestion: Option<String>,
+    /// `SO_MAX_PACING_RATE` in bytes per second per socket (TCP's own pacing caps the
+    /// stream's rate); `None` leaves it unlimited.
+    pub max_pacing_rate: Option<u64>,
 }
 
 impl Default for SocketTuning {
@@ -19,6 +22,7 @@ impl Default for SocketTuning {
             buffer_bytes: None,
             notsent_lowat: Some(4 << 20),
             congestion: None,
+            max_pacing_rate: None,
         }
     }
 }
@@ -63,6 +67,15 @@ impl SocketTuning {
                 "TCP_CONGESTION",
             )
             .map_err(|e| std::io::Error::new(e.kind(), format!("{e} (is tcp_{cc} available?)")))?;
+        }
+        if let Some(rate) = self.max_pacing_rate {
+            setsockopt(
+                stream,
+                libc::SOL_SOCKET,
+                libc::SO_MAX_PACING_RATE,
+                &rate.to_ne_bytes(),
+                "SO_MAX_PACING_RATE",
+            )?;
         }
         Ok(())
     }

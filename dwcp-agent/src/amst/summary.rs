@@ -37,18 +37,29 @@ pub struct Summary {
     /// on loopback and veth; zero-copy is then turned off for that stream).
     #[serde(default)]
     pub zerocopy_copied: u64,
+    /// The codec of a streamed transfer (for `auto`, its last choice).
+    #[serde(default)]
+    pub codec: Option<String>,
+    /// Why that codec (for `auto`, the adaptive choice's reason).
+    #[serde(default)]
+    pub codec_reason: Option<String>,
 }
 
 impl Summary {
     /// Human-readable lines.
     pub fn render(&self) -> String {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "n/a (no probes)".into());
+        let codec = match (&self.codec, &self.codec_reason) {
+            (Some(codec), Some(reason)) => format!("\ncodec: {codec} ({reason})"),
+            (Some(codec), None) => format!("\ncodec: {codec}"),
+            _ => String::new(),
+        };
         format!(
             "sent {} bytes in {:.2} s: {:.2} Gbit/s over {} streams\n\
              kernel: tx {} bytes, {} retransmits, agent CPU {} s\n\
              digest (BLAKE3, verified by receiver): {}\n\
              resumed blocks {}, resent blocks {}, failed streams {}\n\
-             zero-copy sends {} (kernel copied {} completions)",
+             zero-copy sends {} (kernel copied {} completions){codec}",
             self.bytes,
             self.seconds,
             self.goodput_bps / 1e9,

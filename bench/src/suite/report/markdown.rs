@@ -85,6 +85,25 @@ pub fn metrics_table(r: &Report) -> String {
     out
 }
 
+/// Which guest-memory images the codec rows were measured on.
+fn codec_section(r: &Report) -> String {
+    let mut out = String::from("\n## Codec data\n\n");
+    let Some(dir) = &r.codec.corpus else {
+        out.push_str("No guest-memory corpus: run `cargo xtask corpus`.\n");
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "Corpus `{}` (quick mode of `dwcp-bench hde --corpus`, one core per codec): {}.\n",
+        dir.display(),
+        r.codec.images.join(", ")
+    );
+    for line in &r.codec.summary {
+        let _ = writeln!(out, "- {line}");
+    }
+    out
+}
+
 /// Renders the whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -160,6 +179,7 @@ pub fn render(r: &Report) -> String {
     for t in &r.targets {
         let _ = writeln!(out, "- **{}** (`{}`): {}", t.name, t.id, t.definition);
     }
+    out.push_str(&codec_section(r));
     out.push_str(
         "\n## Cases\n\n| profile | case | round | streams | seconds | Gbit/s | CPU s sender / receiver | retransmits | PBA idle % | error |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",

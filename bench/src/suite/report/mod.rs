@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     cases::CaseResult,
+    codec::CodecData,
     link::LinkInfo,
     plan::Plan,
     targets::{Comparator, MetricResult, Source, Target, Verdict},
@@ -113,6 +114,9 @@ pub struct Report {
     pub targets: Vec<TargetRow>,
     /// Every target judged.
     pub metrics: Vec<MetricResult>,
+    /// The data of the codec rows (the guest-memory corpus).
+    #[serde(default)]
+    pub codec: CodecData,
     /// Go / No-Go.
     pub verdict: Verdict,
     /// Errors (failed cases, failed set-up); a run with errors fails.
@@ -216,6 +220,14 @@ pub(crate) mod sample {
             cases: vec![ok, failed],
             targets: targets::ALL.iter().map(TargetRow::from).collect(),
             metrics,
+            codec: CodecData {
+                corpus: Some("target/dwcp-cache/corpus".into()),
+                images: vec![
+                    "table-r0.raw".into(),
+                    "table-r1.raw after table-r0.raw".into(),
+                ],
+                summary: vec!["full images (1 images, 1024 MiB): HDE ratio 6.00".into()],
+            },
             verdict,
             errors: vec!["copy round 1: socat failed".into()],
         }

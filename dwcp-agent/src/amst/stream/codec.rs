@@ -6,8 +6,11 @@
 //! goes raw. HDE frames always go through the decoder (its state advances with every
 //! block) and carry their own checksum of the decoded data.
 
+use std::time::Duration;
+
 use dwcp_hde::{Decoder, Encoder, HdeConfig};
 
+use super::auto_codec::AutoEncoder;
 use crate::{amst::AmstError, protocol::frame::Codec, protocol::messages::CodecChoice};
 
 /// Extra room a coded frame may need beyond the block size (HDE's header, page kinds
@@ -54,6 +57,8 @@ pub enum BlockEncoder {
     Zstd(zstd::bulk::Compressor<'static>),
     /// HDE.
     Hde(Box<Encoder>),
+    /// HDE or raw per block, as measured fastest (`--codec auto`).
+    Auto(Box<AutoEncoder>),
 }
 
 impl std::fmt::Debug for BlockEncoder {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for BlockEncoder {
             Self::None => "None",
             Self::Zstd(_) => "Zstd",
             Self::Hde(_) => "Hde",
+            Self::Auto(_) => "Auto",
         })
     }
 }
@@ -79,9 +85,43 @@ impl BlockEncoder {
         })
     }
 
+    /// The `--codec auto` encoder for a stream announced as `choice`, which must be HDE
+    /// (the receiver then decodes HDE frames and takes raw ones).
+    pub fn auto(choice: &CodecChoice) -> Result<Self, AmstError> {
+        match choice {
+            CodecChoice::Hde { config } => Ok(Self::Auto(Box::new(AutoEncoder::new(config)))),
+            other => Err(AmstError::Invalid(format!(
+                "--codec auto announces HDE, not {other:?}"
+            ))),
+        }
+    }
+
     /// True for raw blocks (no encoding step at all).
     pub fn is_none(&self) -> bool {
         matches!(self, Self::None)
+    }
+
+    /// Tells an auto encoder how the transfer goes (see [`AutoEncoder::observe`]).
+    pub fn observe(&mut self, wire_bytes: u64, waited: Duration) {
+        if let Self::Auto(auto) = self {
+            auto.observe(wire_bytes, waited);
+        }
+    }
+
+    /// The codec for the summary and why it was used.
+    pub fn report(&self) -> (String, String) {
+        match self {
+            Self::None => ("none".into(), "asked for".into()),
+            Self::Zstd(_) => ("zstd".into(), "asked for".into()),
+            Self::Hde(_) => ("hde".into(), "asked for".into()),
+            Self::Auto(auto) => match auto.choice() {
+                Some(choice) => (format!("auto: {}", choice.option), choice.reason.clone()),
+                None => (
+                    "auto: hde".into(),
+                    "the transfer ended before the first decision (sample blocks are HDE)".into(),
+                ),
+            },
+        }
     }
 
     /// Encodes `raw` (starting at stream byte `offset`) into `out`; returns the codec
@@ -117,6 +157,7 @@ impl BlockEncoder {
                     .map_err(|e| AmstError::Invalid(format!("HDE encoding failed: {e}")))?;
                 Ok(Codec::Hde)
             }
+            Self::Auto(auto) => auto.encode(raw, offset, out),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! - the digest is built in stream order ([`super::digest::StreamDigest`]);
 //! - there is no resume: a stream that fails entirely is sent again from the start.
 
+pub mod auto_codec;
 pub mod codec;
+pub mod encode_pipeline;
 pub mod outbox;
 pub mod receive;
 pub mod send;

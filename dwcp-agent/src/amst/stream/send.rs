@@ -17,6 +17,7 @@ use std::{
 
 use super::{
     codec::{self, BlockEncoder},
+    encode_pipeline::{Encoded, PipelinedHde},
     outbox::{Outbox, Outgoing},
 };
 use crate::{
@@ -84,7 +85,19 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         Control::Abort { reason } => return Err(AmstError::Aborted(reason)),
         other => return Err(unexpected("accept", &other)),
     };
-    let encoder = BlockEncoder::new(&options.codec)?;
+    let encoder = if options.auto_codec {
+        BlockEncoder::auto(&options.codec)?
+    } else {
+        BlockEncoder::new(&options.codec)?
+    };
+    // HDE on several cores (the frames are the one-thread encoder's, see
+    // `encode_pipeline`); `auto` encodes on the reader thread.
+    let pipelined = match &options.codec {
+        messages::CodecChoice::Hde { config } if !options.auto_codec && config.workers > 1 => {
+            Some(PipelinedHde::new(config, options.block_size))
+        }
+        _ => None,
+    };
     let pool = BlockPool::new(PoolConfig {
         block_size: codec::max_payload(&options.codec, options.block_size).next_power_of_two(),
         min_blocks: 2,
@@ -100,6 +113,7 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         zc_sends: AtomicU64::new(0),
         zc_copied: AtomicU64::new(0),
         sent_bytes: AtomicU64::new(0),
+        wire_bytes: AtomicU64::new(0),
         failures: StreamFailures::default(),
         reader_failed: AtomicBool::new(false),
     });
@@ -125,7 +139,7 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         let block_size = options.block_size;
         thread::Builder::new()
             .name("dwcp-stream-read".into())
-            .spawn(move || read_source(source, &pool, &shared, encoder, block_size))
+            .spawn(move || read_source(source, &pool, &shared, encoder, pipelined, block_size))
             .map_err(|source| spawn_error(source, "reader"))?
     };
     let outcome = wait(&shared, &workers, &reader, hooks, streams);
@@ -146,7 +160,7 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         }
         return Err(err);
     }
-    let (bytes, digest) = read_result?;
+    let (bytes, digest, (codec, codec_reason)) = read_result?;
     let elapsed = start.elapsed();
     messages::send(
         &mut control_w,
@@ -180,6 +194,8 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         failed_streams: shared.failures.count(),
         zerocopy_sends: shared.zc_sends.load(Ordering::Relaxed),
         zerocopy_copied: shared.zc_copied.load(Ordering::Relaxed),
+        codec: Some(codec),
+        codec_reason: Some(codec_reason),
     })
 }
 
@@ -196,7 +212,7 @@ fn spawn_error(source: std::io::Error, what: &'static str) -> AmstError {
 fn wait(
     shared: &Shared,
     workers: &[thread::JoinHandle<()>],
-    reader: &thread::JoinHandle<Result<(u64, String), AmstError>>,
+    reader: &thread::JoinHandle<Result<ReadOutcome, AmstError>>,
     hooks: &Hooks<'_>,
     streams: usize,
 ) -> Result<(), AmstError> {
@@ -230,21 +246,38 @@ struct Shared {
     zc_sends: AtomicU64,
     zc_copied: AtomicU64,
     sent_bytes: AtomicU64,
+    /// Payload bytes the data streams wrote (encoded), for `--codec auto`'s link rate.
+    wire_bytes: AtomicU64,
     failures: StreamFailures,
     /// Set when reading the source failed (its error is the transfer's).
     reader_failed: AtomicBool,
 }
 
-/// Reads the source into blocks until end of file; returns the byte count and digest.
+/// Reads the source into blocks until end of file; returns the byte count, the digest,
+/// and the codec used with why.
 fn read_source<S: Read + AsFd>(
     mut source: S,
     pool: &BlockPool,
     shared: &Shared,
     mut encoder: BlockEncoder,
+    pipelined: Option<PipelinedHde>,
     block_size: usize,
-) -> Result<(u64, String), AmstError> {
+) -> Result<ReadOutcome, AmstError> {
     let mut digest = StreamDigest::default();
     let mut offset = 0u64;
+    if let Some(mut hde) = pipelined {
+        let result = read_pipelined(&mut source, pool, shared, &mut hde, &mut digest);
+        if let Err(err) = &result {
+            tracing::warn!(error = %crate::error_chain(err), "Reading the stream source failed");
+            shared.reader_failed.store(true, Ordering::Relaxed);
+            shared.outbox.stop();
+        }
+        let report = (
+            "hde".to_owned(),
+            "asked for; encoded by the HDE pipeline on worker threads".to_owned(),
+        );
+        return result.map(|bytes| (bytes, digest.hex(), report));
+    }
     // With a codec, blocks are read here and encoded into the pool block (both buffers
     // allocated once).
     let (mut raw, mut wire) = if encoder.is_none() {
@@ -258,10 +291,12 @@ fn read_source<S: Read + AsFd>(
         source,
     };
     let result = (|| loop {
+        let waiting = Instant::now();
         let Some(seq) = shared.outbox.reserve() else {
             return Ok(());
         };
         let mut block = pool.acquire(Duration::from_secs(300))?;
+        encoder.observe(shared.wire_bytes.load(Ordering::Relaxed), waiting.elapsed());
         let (len, eof, coding) = if encoder.is_none() {
             let full = block.as_mut_full();
             let cap = full.len().min(block_size);
@@ -308,7 +343,71 @@ fn read_source<S: Read + AsFd>(
         shared.reader_failed.store(true, Ordering::Relaxed);
         shared.outbox.stop();
     }
-    result.map(|()| (offset, digest.hex()))
+    result.map(|()| (offset, digest.hex(), encoder.report()))
+}
+
+/// What the reader returns: bytes read, their digest, and the codec used with why.
+type ReadOutcome = (u64, String, (String, String));
+
+/// [`read_source`] through the HDE pipeline: blocks are read here, encoded on worker
+/// threads and queued in stream order as they come out; returns the byte count.
+fn read_pipelined<S: Read + AsFd>(
+    source: &mut S,
+    pool: &BlockPool,
+    shared: &Shared,
+    hde: &mut PipelinedHde,
+    digest: &mut StreamDigest,
+) -> Result<u64, AmstError> {
+    let read_err = |source| AmstError::File {
+        what: "Cannot read",
+        path: "the stream source".into(),
+        source,
+    };
+    let mut emit = |e: Encoded<'_>| -> Result<(), AmstError> {
+        let Some(seq) = shared.outbox.reserve() else {
+            return Err(AmstError::Invalid(
+                "The transfer stopped while encoding".into(),
+            ));
+        };
+        let mut block = pool.acquire(Duration::from_secs(300))?;
+        let room = block.as_mut_full();
+        if e.frame.len() > room.len() {
+            return Err(AmstError::Invalid(format!(
+                "encoded block of {} bytes exceeds the {}-byte pool block",
+                e.frame.len(),
+                room.len()
+            )));
+        }
+        room[..e.frame.len()].copy_from_slice(e.frame);
+        block.set_len(e.frame.len());
+        shared.outbox.push(Outgoing {
+            seq,
+            offset: e.offset,
+            block,
+            coding: (Codec::Hde, e.raw_len),
+        });
+        Ok(())
+    };
+    let mut offset = 0u64;
+    loop {
+        let mut buf = hde.buffer();
+        let block_size = buf.len();
+        let (len, eof) = fill(source, &mut buf).map_err(read_err)?;
+        if len > 0 {
+            buf.truncate(len);
+            // The digest covers the stream's bytes as read, before any encoding.
+            digest.update(&buf);
+            // A short block means the source paused: send what is inside now.
+            let flush = eof || len < block_size;
+            hde.submit(offset, buf, flush, &mut emit)?;
+            offset += len as u64;
+        }
+        if eof {
+            hde.drain(&mut emit)?;
+            shared.outbox.finish();
+            return Ok(offset);
+        }
+    }
 }
 
 /// Fills `buf` from `source` until it is full, the source ends (`true`), or the source
@@ -451,6 +550,7 @@ fn write_blocks(
             return Ok(());
         }
         let (seq, offset, coding) = (block.seq, block.offset, block.coding);
+        let wire_len = block.block.len() as u64;
         sent.push_back((block, None));
         if let Some((block, ticket)) = sent.back_mut() {
             *ticket = zc.write_frame(writer, FrameType::Data, seq, offset, coding, &block.block)?;
@@ -458,5 +558,6 @@ fn write_blocks(
         shared
             .sent_bytes
             .fetch_add(u64::from(coding.1), Ordering::Relaxed);
+        shared.wire_bytes.fetch_add(wire_len, Ordering::Relaxed);
     }
 }
