@@ -272,9 +272,11 @@ fn blocks_crossing_threads_are_never_handed_out_twice_and_all_come_back() {
     assert_eq!(stats.acquires, (PRODUCERS * PER_PRODUCER) as u64);
     assert!(stats.peak_in_use <= BLOCKS);
     // All back: every block can be taken again, each once.
-    let mut all: Vec<u16> = (0..BLOCKS)
-        .map(|_| pool.try_acquire().expect("all blocks free").buf_index())
+    let held: Vec<_> = (0..BLOCKS)
+        .map(|_| pool.try_acquire().expect("all blocks free"))
         .collect();
+    assert!(pool.try_acquire().is_none());
+    let mut all: Vec<u16> = held.iter().map(|b| b.buf_index()).collect();
     all.sort_unstable();
     assert_eq!(all, (0..BLOCKS as u16).collect::<Vec<_>>());
 }

@@ -245,7 +245,7 @@ fn auto_adds_streams_mid_transfer_sheds_them_and_arrives_bit_exact() {
     let bytes = data(40 << 20, 11);
     let (source, feeder) = feed_paced(bytes.clone(), Duration::from_millis(3500));
     let opened = AtomicUsize::new(0);
-    let on_stream = |_| {
+    let on_stream = |_: std::net::SocketAddr| {
         opened.fetch_add(1, Ordering::SeqCst);
     };
     let hooks = Hooks {

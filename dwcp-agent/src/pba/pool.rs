@@ -610,7 +610,7 @@ mod tests {
         assert_eq!(&block[..], b"hello world");
         let big = vec![1u8; 64 << 10];
         let err = block.write_all(&big).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::WriteZero);
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
         assert_eq!(block.len(), 64 << 10);
         block.set_len(5);
         assert_eq!(&block[..], b"hello");
