@@ -133,7 +133,8 @@ pub(super) fn reorder_window(streams: usize, window: usize, block_size: usize) -
     let wanted = (streams as u64)
         .saturating_mul(window as u64)
         .saturating_mul(2);
-    wanted.max(8).min(receive::MAX_WINDOW).min(by_memory.max(1))
+    // MAX_WINDOW (1024) is above 8, so the clamp's bounds are ordered.
+    wanted.clamp(8, receive::MAX_WINDOW).min(by_memory.max(1))
 }
 
 #[cfg(test)]
