@@ -9,7 +9,7 @@ use crate::{
     amst::{
         AmstError,
         sender::{Hooks, Progress, SendOptions, send_file},
-        stream::send::send_stream,
+        stream::send::send_stream_probed,
         summary::Summary,
     },
     probe::Probes,
@@ -85,7 +85,7 @@ pub fn send(
                 path: path.display().to_string(),
                 source,
             })?;
-            send_stream(file, &name, to, psk, options, &hooks)
+            send_stream_probed(file, &name, to, psk, options, probes.as_ref(), &hooks)
         }
         Source::File(path) => send_file(path, to, psk, options, probes.as_ref(), &hooks),
         Source::Stdin { name } => {
@@ -97,7 +97,7 @@ pub fn send(
                         source,
                     },
                 )?);
-            send_stream(stdin, name, to, psk, options, &hooks)
+            send_stream_probed(stdin, name, to, psk, options, probes.as_ref(), &hooks)
         }
     };
     bar.finish_and_clear();

@@ -203,6 +203,103 @@ fn concurrent_threads_never_share_a_block() {
     );
 }
 
+/// Blocks taken on some threads and dropped on others (as the data path does: a reader
+/// fills, a stream thread sends and drops), through a pool much smaller than the demand
+/// so that `acquire` parks and every release races a waiter. An ownership flag per block
+/// index catches a block handed out twice; at the end every block is back.
+#[test]
+fn blocks_crossing_threads_are_never_handed_out_twice_and_all_come_back() {
+    const PRODUCERS: usize = 4;
+    const CONSUMERS: usize = 3;
+    const PER_PRODUCER: usize = 5_000;
+    const BLOCKS: usize = 5;
+    let pool = BlockPool::new(config(64 * KIB, 1, BLOCKS)).unwrap();
+    let owned: Arc<Vec<AtomicBool>> =
+        Arc::new((0..BLOCKS).map(|_| AtomicBool::new(false)).collect());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<dwcp_agent::pba::Block>(2);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let rx = Arc::clone(&rx);
+            let owned = Arc::clone(&owned);
+            thread::spawn(move || {
+                let mut seen = 0usize;
+                loop {
+                    let next = rx.lock().expect("receiver lock").recv();
+                    let Ok(block) = next else { return seen };
+                    let index = usize::from(block.buf_index());
+                    assert_eq!(block[0], block[block.len() - 1], "Block {index} torn");
+                    assert!(
+                        owned[index].swap(false, Ordering::AcqRel),
+                        "Block {index} not owned"
+                    );
+                    drop(block);
+                    seen += 1;
+                }
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|id| {
+            let (pool, tx, owned) = (pool.clone(), tx.clone(), Arc::clone(&owned));
+            thread::spawn(move || {
+                for round in 0..PER_PRODUCER {
+                    let mut block = pool.acquire(Duration::from_secs(30)).expect("a block");
+                    let index = usize::from(block.buf_index());
+                    assert!(
+                        !owned[index].swap(true, Ordering::AcqRel),
+                        "Block {index} handed out twice"
+                    );
+                    let stamp = (id * 31 + round) as u8;
+                    block.as_mut_full()[..4096].fill(stamp);
+                    block.set_len(4096);
+                    tx.send(block).expect("consumers alive");
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for producer in producers {
+        producer.join().expect("producer panicked");
+    }
+    let consumed: usize = consumers
+        .into_iter()
+        .map(|c| c.join().expect("consumer panicked"))
+        .sum();
+    assert_eq!(consumed, PRODUCERS * PER_PRODUCER);
+    let stats = pool.stats();
+    assert_eq!(stats.blocks_in_use, 0);
+    assert_eq!(stats.acquires, (PRODUCERS * PER_PRODUCER) as u64);
+    assert!(stats.peak_in_use <= BLOCKS);
+    // All back: every block can be taken again, each once.
+    let held: Vec<_> = (0..BLOCKS)
+        .map(|_| pool.try_acquire().expect("all blocks free"))
+        .collect();
+    assert!(pool.try_acquire().is_none());
+    let mut all: Vec<u16> = held.iter().map(|b| b.buf_index()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..BLOCKS as u16).collect::<Vec<_>>());
+}
+
+/// A block keeps its pool's memory alive after the last pool handle is gone.
+#[test]
+fn a_block_outlives_its_pool_handles() {
+    let pool = BlockPool::new(config(64 * KIB, 1, 2)).unwrap();
+    let mut block = pool.try_acquire().unwrap();
+    let other = pool.clone();
+    drop(pool);
+    drop(other);
+    block.as_mut_full().fill(0x5A);
+    block.set_len(64 * KIB);
+    let moved = thread::spawn(move || {
+        assert!(block.iter().all(|b| *b == 0x5A));
+        drop(block);
+    });
+    moved
+        .join()
+        .expect("dropping the last reference on another thread");
+}
+
 #[test]
 fn invalid_configs_are_refused_with_the_field_named() {
     let cases = [

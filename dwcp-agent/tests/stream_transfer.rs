@@ -12,7 +12,7 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpListener,
     os::unix::net::UnixStream,
-    sync::atomic::Ordering,
+    sync::atomic::{AtomicUsize, Ordering},
     thread,
     time::Duration,
 };
@@ -216,6 +216,69 @@ fn zstd_and_hde_streams_arrive_bit_exact_and_smaller_on_the_wire() {
         let got = std::fs::read(rx.path(name)).expect("received");
         assert!(got == bytes, "{name}: received bytes differ");
     }
+}
+
+/// A socket pair whose far end a thread feeds with `bytes` in 1 MiB writes spread evenly
+/// over at least `over` (a source-limited stream, like a migration's dirty pages).
+fn feed_paced(bytes: Vec<u8>, over: Duration) -> (UnixStream, thread::JoinHandle<()>) {
+    let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+    let feeder = thread::spawn(move || {
+        let chunks = bytes.chunks(1 << 20);
+        let pause = over / u32::try_from(chunks.len().max(1)).expect("chunk count");
+        for chunk in chunks {
+            if theirs.write_all(chunk).is_err() {
+                return;
+            }
+            thread::sleep(pause);
+        }
+    });
+    (ours, feeder)
+}
+
+#[test]
+fn auto_adds_streams_mid_transfer_sheds_them_and_arrives_bit_exact() {
+    let rx = TestReceiver::start();
+    // Paced over 3.5 s, so the controller (one sample per second) decides at least
+    // twice: its first sample always doubles the count (no best yet), so streams join
+    // mid-transfer; a source-limited stream does not go faster with them, so it goes
+    // back to the best count, shedding streams that still have blocks in flight.
+    let bytes = data(40 << 20, 11);
+    let (source, feeder) = feed_paced(bytes.clone(), Duration::from_millis(3500));
+    let opened = AtomicUsize::new(0);
+    let on_stream = |_: std::net::SocketAddr| {
+        opened.fetch_add(1, Ordering::SeqCst);
+    };
+    let hooks = Hooks {
+        on_stream: Some(&on_stream),
+        on_progress: None,
+    };
+    let opts = SendOptions {
+        streams: StreamCount::Auto { max: 16 },
+        block_size: 256 << 10,
+        ..SendOptions::default()
+    };
+    let summary =
+        send_stream(source, "auto.stream", rx.addr, &psk(), &opts, &hooks).expect("auto stream");
+    feeder.join().expect("feeder");
+    let got = std::fs::read(rx.path("auto.stream")).expect("received file");
+    assert!(got == bytes, "Received stream differs");
+    assert_eq!(summary.bytes, bytes.len() as u64);
+    let opened = opened.load(Ordering::SeqCst);
+    assert!(
+        opened >= 2 * dwcp_agent::amst::stream::send::AUTO_INITIAL_STREAMS,
+        "Streams were never added: {opened} opened"
+    );
+    assert!(
+        (1..=16).contains(&summary.streams),
+        "Streams used: {}",
+        summary.streams
+    );
+    // Shed streams finished their blocks: nothing failed, nothing went out twice.
+    assert_eq!((summary.failed_streams, summary.resent_blocks), (0, 0));
+    println!(
+        "auto: {opened} streams opened, settled on {}, {:.1} s",
+        summary.streams, summary.seconds
+    );
 }
 
 #[test]

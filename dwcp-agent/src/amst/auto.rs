@@ -13,10 +13,17 @@
 //! - **retransmissions**: once settled, a jump in retransmissions per MiB (streams
 //!   fighting over the queue) sheds a quarter.
 //!
-//! A pure state machine: the sender feeds it one sample per interval and applies the
-//! decision.
+//! [`AutoStreams`] is a pure state machine: the sender feeds it one sample per interval
+//! and applies the decision. [`Sampler`] turns the sender's running byte count and the
+//! probes' per-flow figures ([`KernelFigures`]) into those samples, one per
+//! [`SAMPLE_INTERVAL`], for the file and the stream sender alike.
 
-use std::time::Duration;
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::probe::Probes;
 
 /// What to do after a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +160,99 @@ impl AutoStreams {
     }
 }
 
+/// How often the controller gets a sample: long enough for TCP to settle after a change
+/// of stream count, short enough that a transfer of a few seconds still adapts.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The kernel's figures for one transfer's flows at one instant (from the eBPF probes).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KernelFigures {
+    /// Retransmitted segments so far, summed over the flows (closed ones included).
+    pub retransmits: Option<u64>,
+    /// Mean smoothed RTT of the open flows.
+    pub mean_srtt: Option<Duration>,
+    /// Mean congestion window of the open flows, in segments.
+    pub mean_cwnd: Option<f64>,
+}
+
+impl KernelFigures {
+    /// Reads this process's flows to `peer`; all `None` without probes or when reading
+    /// the probes' maps fails (the controller then decides on goodput alone).
+    pub fn read(probes: Option<&Probes>, peer: SocketAddr) -> Self {
+        let Some(flows) = probes.and_then(|p| p.flows().ok()) else {
+            return Self::default();
+        };
+        let to_peer = || flows.iter().filter(|f| f.remote == peer);
+        let open = || to_peer().filter(|f| !f.closed);
+        let rtts: Vec<Duration> = open().filter_map(|f| f.srtt).collect();
+        let cwnds: Vec<f64> = open().filter_map(|f| f.cwnd).map(f64::from).collect();
+        Self {
+            retransmits: Some(to_peer().map(|f| f.retransmits).sum()),
+            mean_srtt: u32::try_from(rtts.len())
+                .ok()
+                .filter(|&n| n > 0)
+                .map(|n| rtts.iter().sum::<Duration>() / n),
+            mean_cwnd: (!cwnds.is_empty()).then(|| cwnds.iter().sum::<f64>() / cwnds.len() as f64),
+        }
+    }
+}
+
+/// Cuts a transfer's running figures into one [`Sample`] per interval.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    interval: Duration,
+    last_at: Instant,
+    last_bytes: u64,
+    last_retransmits: Option<u64>,
+}
+
+impl Sampler {
+    /// Starts the first interval at `now`, with `kernel` as the starting figures.
+    pub fn new(interval: Duration, now: Instant, kernel: &KernelFigures) -> Self {
+        Self {
+            interval,
+            last_at: now,
+            last_bytes: 0,
+            last_retransmits: kernel.retransmits,
+        }
+    }
+
+    /// Whether an interval has passed since the last sample at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_at) >= self.interval
+    }
+
+    /// The sample for the interval ending at `now`, when one is due: goodput from the
+    /// payload bytes sent so far (`sent_bytes`), retransmissions per MiB sent from the
+    /// growth of the kernel's count, RTT and window as the kernel has them now.
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        sent_bytes: u64,
+        kernel: &KernelFigures,
+    ) -> Option<Sample> {
+        if !self.due(now) {
+            return None;
+        }
+        let secs = now.saturating_duration_since(self.last_at).as_secs_f64();
+        let bytes = sent_bytes.saturating_sub(self.last_bytes);
+        let mib = bytes as f64 / f64::from(1u32 << 20);
+        let sample = Sample {
+            goodput_bps: bytes as f64 * 8.0 / secs.max(1e-9),
+            retransmits_per_mib: kernel
+                .retransmits
+                .zip(self.last_retransmits)
+                .map(|(now, before)| now.saturating_sub(before) as f64 / mib.max(1e-9)),
+            mean_srtt: kernel.mean_srtt,
+            mean_cwnd: kernel.mean_cwnd,
+        };
+        self.last_at = now;
+        self.last_bytes = sent_bytes;
+        self.last_retransmits = kernel.retransmits;
+        Some(sample)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +324,52 @@ mod tests {
         assert_eq!(a.observe(s(1.0)), Decision::Set(6));
         assert_eq!(a.observe(s(2.0)), Decision::Hold);
         assert_eq!(a.current(), 6);
+    }
+
+    #[test]
+    fn sampler_cuts_intervals_into_goodput_and_retransmit_rates() {
+        let t0 = Instant::now();
+        let kernel = |retx| KernelFigures {
+            retransmits: Some(retx),
+            mean_srtt: Some(Duration::from_millis(20)),
+            mean_cwnd: Some(30.0),
+        };
+        let mut sampler = Sampler::new(Duration::from_secs(1), t0, &kernel(100));
+        // Not yet an interval: nothing.
+        assert!(!sampler.due(t0 + Duration::from_millis(999)));
+        assert_eq!(
+            sampler.sample(t0 + Duration::from_millis(999), 1 << 20, &kernel(100)),
+            None
+        );
+        // 2 s, 250 MiB, 50 retransmits more: 1048.576 Mbit/s and 0.2 per MiB.
+        let first = sampler
+            .sample(t0 + Duration::from_secs(2), 250 << 20, &kernel(150))
+            .unwrap();
+        assert_eq!(first.goodput_bps, (250u64 << 20) as f64 * 8.0 / 2.0);
+        assert_eq!(first.retransmits_per_mib, Some(0.2));
+        assert_eq!(first.mean_srtt, Some(Duration::from_millis(20)));
+        assert_eq!(first.mean_cwnd, Some(30.0));
+        // The next interval counts from there: 1 s, 10 MiB, no retransmit.
+        let second = sampler
+            .sample(t0 + Duration::from_secs(3), 260 << 20, &kernel(150))
+            .unwrap();
+        assert_eq!(second.goodput_bps, (10u64 << 20) as f64 * 8.0);
+        assert_eq!(second.retransmits_per_mib, Some(0.0));
+    }
+
+    #[test]
+    fn sampler_without_probes_gives_goodput_only() {
+        let t0 = Instant::now();
+        let none = KernelFigures::default();
+        assert_eq!(
+            KernelFigures::read(None, "127.0.0.1:1".parse().unwrap()),
+            none
+        );
+        let mut sampler = Sampler::new(Duration::from_secs(1), t0, &none);
+        let sample = sampler
+            .sample(t0 + Duration::from_secs(1), 1 << 20, &none)
+            .unwrap();
+        assert_eq!(sample, Sample::goodput(f64::from(8u32 << 20)));
     }
 
     #[test]

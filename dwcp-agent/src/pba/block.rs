@@ -3,7 +3,7 @@
 use std::{
     fmt, io,
     ops::{Deref, DerefMut},
-    sync::Arc,
+    ptr::NonNull,
 };
 
 use super::pool::PoolInner;
@@ -15,14 +15,24 @@ use super::pool::PoolInner;
 /// after the filled bytes. A new block has length 0; its bytes beyond that hold whatever
 /// the previous user left, or zeros.
 pub struct Block {
-    pool: Arc<PoolInner>,
+    /// The pool's state, kept alive by this block's share of its reference count.
+    pool: NonNull<PoolInner>,
     index: u32,
     len: usize,
 }
 
+// SAFETY: A block is an exclusive owner of its bytes (taken out of the free lists) plus a
+// counted reference to the pool's state, which is `Send + Sync`; giving the block back
+// from another thread is what the lock-free free list is for.
+unsafe impl Send for Block {}
+// SAFETY: Shared access only reads the block's bytes (`Deref`) and the pool's immutable
+// arena geometry; mutation needs `&mut Block`.
+unsafe impl Sync for Block {}
+
 impl Block {
-    /// Wraps block `index`, which the caller took out of the pool's free lists.
-    pub(super) fn new(pool: Arc<PoolInner>, index: u32) -> Self {
+    /// Wraps block `index`, which the caller took out of the pool's free lists after
+    /// counting it in `pool`'s reference count (the block gives that share up on drop).
+    pub(super) fn new(pool: NonNull<PoolInner>, index: u32) -> Self {
         Self {
             pool,
             index,
@@ -32,7 +42,14 @@ impl Block {
 
     /// Bytes the block can hold (the pool's block size).
     pub fn capacity(&self) -> usize {
-        self.pool.arena.block_size()
+        self.inner().arena.block_size()
+    }
+
+    /// The pool's state.
+    fn inner(&self) -> &PoolInner {
+        // SAFETY: This block's share of the reference count keeps the state alive while
+        // the block exists.
+        unsafe { self.pool.as_ref() }
     }
 
     /// Sets how many bytes, from the start, are filled.
@@ -53,7 +70,7 @@ impl Block {
     pub fn as_mut_full(&mut self) -> &mut [u8] {
         let capacity = self.capacity();
         // SAFETY: The pointer is valid for `capacity` bytes while the arena lives, which
-        // our `Arc` guarantees. The memory is initialized (anonymous mappings read as
+        // our share of the pool's reference count guarantees. The memory is initialized (anonymous mappings read as
         // zeros). This block left the free lists when it was acquired, so nobody else
         // accesses it until we drop it, and `&mut self` makes this borrow unique.
         unsafe { std::slice::from_raw_parts_mut(self.ptr(), capacity) }
@@ -67,12 +84,12 @@ impl Block {
 
     /// Start of the block's memory.
     pub(super) fn ptr(&self) -> *mut u8 {
-        self.pool.arena.block_ptr(self.index)
+        self.inner().arena.block_ptr(self.index)
     }
 
-    /// The pool this block comes from.
-    pub(super) fn pool(&self) -> &Arc<PoolInner> {
-        &self.pool
+    /// The state of the pool this block comes from.
+    pub(super) fn pool_ptr(&self) -> NonNull<PoolInner> {
+        self.pool
     }
 
     /// Index in the pool.
@@ -117,7 +134,9 @@ impl io::Write for Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        self.pool.release_block(self.index);
+        // SAFETY: `self.pool` is the state the block came from, the block is dropped once,
+        // and nothing uses the pointer afterwards.
+        unsafe { PoolInner::give_back(self.pool, self.index) };
     }
 }
 

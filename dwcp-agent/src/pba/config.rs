@@ -20,7 +20,10 @@ pub struct PoolConfig {
     /// Blocks the pool can hand out at once, and the size its arena reserves
     /// (at most [`MAX_BLOCKS`]). Acquiring more waits or fails: this is the memory bound.
     pub max_blocks: usize,
-    /// Target = `ceil(average demand * headroom)`; at least 1.0.
+    /// Target = `ceil(average demand * headroom)`; at least 1.0. Every block of headroom
+    /// stays committed and idle at steady demand, so it is memory overhead; demand is
+    /// already the peak in flight per `adapt` window and growth is immediate, so the
+    /// default is 1.0.
     pub headroom: f64,
     /// Weight of the newest demand sample in the moving average, in `(0, 1]`.
     pub ewma_alpha: f64,
@@ -35,14 +38,14 @@ pub struct PoolConfig {
 }
 
 impl Default for PoolConfig {
-    /// 1 MiB blocks, 4 to 256 of them (256 MiB reserved), headroom 1.5, alpha 0.2,
+    /// 1 MiB blocks, 4 to 256 of them (256 MiB reserved), headroom 1.0, alpha 0.2,
     /// shrinking after 10 calm steps, huge pages and prefaulting on.
     fn default() -> Self {
         Self {
             block_size: 1 << 20,
             min_blocks: 4,
             max_blocks: 256,
-            headroom: 1.5,
+            headroom: 1.0,
             ewma_alpha: 0.2,
             shrink_after_steps: 10,
             huge_pages: true,

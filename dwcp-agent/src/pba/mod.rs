@@ -16,10 +16,13 @@
 //!                release warm -> cold (MADV_DONTNEED) beyond the target
 //! ```
 //!
-//! - [`BlockPool`] (in `pool.rs`) owns the arena (`arena.rs`) and the
-//!   two free lists ([`crossbeam_queue::ArrayQueue`]s of block indices). Acquiring and
-//!   releasing are a pop and a push plus a few atomic counters; [`BlockPool::acquire`]
-//!   parks on a mutex and condition variable only when both lists are empty.
+//! - [`BlockPool`] (in `pool.rs`) owns the arena (`arena.rs`) and the two free lists
+//!   (`free_list.rs`: lock-free Treiber stacks of block indices with an ABA tag).
+//!   Taking and giving back a block cost a compare-and-swap each, plus one add and one
+//!   subtract on the shared reference count (`shared.rs`), which counts handles and blocks
+//!   in flight in one word; statistics stay off that path (per-block counters written by
+//!   the block's owner, peaks written only when they move). [`BlockPool::acquire`] parks
+//!   on a mutex and condition variable only when both lists are empty.
 //! - [`Block`] (in `block.rs`) is one handed-out block: it dereferences to its filled bytes
 //!   and goes back to the pool when dropped.
 //! - [`Predictor`] (in `predictor.rs`) is the sizing rule as a pure state machine: an
@@ -53,8 +56,10 @@
 mod arena;
 mod block;
 mod config;
+mod free_list;
 mod pool;
 mod predictor;
+mod shared;
 mod zerocopy;
 
 pub use block::Block;

@@ -1,17 +1,27 @@
 //! The pool: free lists over the arena, blocking acquisition, adaptation and statistics.
+//!
+//! The hot path (take a block, give it back) is two compare-and-swaps on the warm free
+//! list, one add and one subtract on the shared reference count (which doubles as the
+//! in-flight count), a load of the waiter count, and a plain per-block counter that only
+//! the block's owner writes. Peaks are compared with a load and written only when they
+//! move.
 
 use std::{
-    fmt,
+    fmt, io,
+    ptr::NonNull,
     sync::{
-        Arc, Condvar, Mutex, PoisonError,
+        Condvar, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use crossbeam_queue::ArrayQueue;
-
-use super::{Block, Change, PbaError, PoolConfig, Predictor, arena::Arena};
+use super::{
+    Block, Change, PbaError, PoolConfig, Predictor,
+    arena::Arena,
+    free_list::FreeList,
+    shared::{self, PoolRef, RefCount},
+};
 
 /// A pool of fixed-size blocks carved from one reserved arena. Cloning is cheap and shares
 /// the pool.
@@ -21,31 +31,35 @@ use super::{Block, Change, PbaError, PoolConfig, Predictor, arena::Arena};
 /// committed memory to recent demand.
 #[derive(Clone)]
 pub struct BlockPool {
-    inner: Arc<PoolInner>,
+    inner: PoolRef,
 }
 
 /// State shared by the pool's handles and its blocks.
 pub(crate) struct PoolInner {
     pub(super) arena: Arena,
     config: PoolConfig,
+    /// Handles and blocks in flight (see `shared.rs`).
+    pub(super) refs: RefCount,
     /// Free blocks whose pages are (probably) committed. Preferred by acquisition.
-    warm: ArrayQueue<u32>,
+    warm: FreeList,
     /// Free blocks with no committed pages: never touched, or released by `adapt`.
-    cold: ArrayQueue<u32>,
+    cold: FreeList,
+    /// Per block, times it was handed out. Written only by the block's current owner
+    /// (between taking it from a free list and pushing it back), so a plain load and
+    /// store suffice; summed by `stats`.
+    handouts: Box<[AtomicU64]>,
     /// Per block, bumped each time its pages are released (see the module documentation).
     generations: Box<[AtomicU32]>,
     /// Bumped after every `adapt` call that released blocks.
     release_epoch: AtomicU64,
     /// Set once someone registered the whole arena through `iovecs`.
     releasing_disabled: AtomicBool,
-    in_use: AtomicUsize,
     peak_in_use: AtomicUsize,
     /// Peak in flight since the previous `adapt`: the predictor's demand sample.
     window_peak: AtomicUsize,
     /// Blocks handed out from the cold list or prefaulted, minus blocks released.
     committed: AtomicUsize,
     target: AtomicUsize,
-    acquires: AtomicU64,
     acquire_wait_ns: AtomicU64,
     acquire_timeouts: AtomicU64,
     blocks_released: AtomicU64,
@@ -65,10 +79,14 @@ pub struct PoolStats {
     pub capacity_blocks: usize,
     /// Blocks the predictor wants committed.
     pub target_blocks: usize,
-    /// Blocks handed out and not yet dropped.
+    /// Blocks handed out and not yet dropped (a block being dropped at this instant may
+    /// still count).
     pub blocks_in_use: usize,
     /// Most blocks in flight at once since creation.
     pub peak_in_use: usize,
+    /// Heap bytes of the pool's bookkeeping (free-list links, per-block counters and
+    /// generations): memory beside the arena that grows with `max_blocks`.
+    pub metadata_bytes: usize,
     /// Estimate of the arena's committed memory: blocks in use or free but not released,
     /// times the block size. Pages of a block count from the moment it is handed out or
     /// prefaulted, whether written or not; with huge pages the kernel may commit more.
@@ -112,28 +130,28 @@ impl BlockPool {
         config.validate()?;
         let blocks = config.max_blocks;
         let arena = Arena::new(config.block_size, blocks, config.huge_pages)?;
-        let warm = ArrayQueue::new(blocks);
-        let cold = ArrayQueue::new(blocks);
+        let warm = FreeList::new(blocks);
+        let cold = FreeList::new(blocks);
         // `validate` caps `max_blocks` at 2^14, so every index fits in a u32 (and a u16).
-        for index in 0..blocks as u32 {
-            // Cannot fail: the queue holds exactly `blocks` entries.
-            let _ = cold.push(index);
+        // Pushed from the top so that block 0 is popped first.
+        for index in (0..blocks as u32).rev() {
+            cold.push(index);
         }
         let predictor = Predictor::new(&config);
         let target = predictor.target();
-        let inner = Arc::new(PoolInner {
+        let inner = PoolRef::new(PoolInner {
             arena,
+            refs: RefCount::new(),
             warm,
             cold,
+            handouts: (0..blocks).map(|_| AtomicU64::new(0)).collect(),
             generations: (0..blocks).map(|_| AtomicU32::new(1)).collect(),
             release_epoch: AtomicU64::new(0),
             releasing_disabled: AtomicBool::new(false),
-            in_use: AtomicUsize::new(0),
             peak_in_use: AtomicUsize::new(0),
             window_peak: AtomicUsize::new(0),
             committed: AtomicUsize::new(0),
             target: AtomicUsize::new(target),
-            acquires: AtomicU64::new(0),
             acquire_wait_ns: AtomicU64::new(0),
             acquire_timeouts: AtomicU64::new(0),
             blocks_released: AtomicU64::new(0),
@@ -155,7 +173,9 @@ impl BlockPool {
     /// between the free lists; [`BlockPool::acquire`] does not.
     pub fn try_acquire(&self) -> Option<Block> {
         let index = self.inner.take_free()?;
-        Some(Block::new(Arc::clone(&self.inner), index))
+        // `take_free` counted the block in the reference count, which keeps the state
+        // alive for it.
+        Some(Block::new(self.inner.as_ptr(), index))
     }
 
     /// A free block, waiting up to `timeout` for one to be dropped. This is the back
@@ -226,14 +246,21 @@ impl BlockPool {
 
     /// Whether `block` comes from this pool.
     pub fn owns(&self, block: &Block) -> bool {
-        Arc::ptr_eq(&self.inner, block.pool())
+        self.inner.ptr_eq(block.pool_ptr())
+    }
+
+    /// Bytes of the arena backed by memory right now, as the kernel reports it
+    /// (`mincore`); compare with [`PoolStats::bytes_committed_estimate`]. Makes a system
+    /// call and a scratch allocation: not for the data path.
+    pub fn resident_bytes(&self) -> io::Result<usize> {
+        self.inner.arena.resident_bytes()
     }
 
     /// Current figures.
     pub fn stats(&self) -> PoolStats {
         let inner = &*self.inner;
         let block_size = inner.arena.block_size();
-        let in_use = inner.in_use.load(Ordering::Relaxed);
+        let in_use = inner.refs.blocks().min(inner.arena.blocks());
         let committed = inner.committed.load(Ordering::Relaxed).max(in_use);
         PoolStats {
             block_size,
@@ -243,7 +270,12 @@ impl BlockPool {
             peak_in_use: inner.peak_in_use.load(Ordering::Relaxed),
             bytes_committed_estimate: committed * block_size,
             memory_overhead_ratio: (committed - in_use) as f64 / in_use.max(1) as f64,
-            acquires: inner.acquires.load(Ordering::Relaxed),
+            acquires: inner
+                .handouts
+                .iter()
+                .map(|count| count.load(Ordering::Relaxed))
+                .sum(),
+            metadata_bytes: inner.metadata_bytes(),
             acquire_wait_ns_total: inner.acquire_wait_ns.load(Ordering::Relaxed),
             acquire_timeouts: inner.acquire_timeouts.load(Ordering::Relaxed),
             blocks_released_total: inner.blocks_released.load(Ordering::Relaxed),
@@ -262,7 +294,7 @@ impl BlockPool {
             .predictor
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = inner.in_use.load(Ordering::Relaxed);
+        let now = inner.refs.blocks();
         let demand = inner.window_peak.swap(now, Ordering::Relaxed).max(now);
         let step = predictor.step(demand);
         inner.target.store(step.target, Ordering::Relaxed);
@@ -298,7 +330,7 @@ impl BlockPool {
     }
 
     /// Shared state, for the zero-copy sender.
-    pub(super) fn inner(&self) -> &Arc<PoolInner> {
+    pub(super) fn inner(&self) -> &PoolInner {
         &self.inner
     }
 }
@@ -314,7 +346,14 @@ impl PoolInner {
                 index
             }
         };
-        let in_use = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        // A block being given back is pushed before its count is dropped (the count
+        // keeps the state alive during the push), so at that instant the count may
+        // include it twice: clamp, as no more than the capacity can be out.
+        let in_use = self.refs.add_block().min(self.arena.blocks());
+        let handouts = &self.handouts[index as usize];
+        // We own block `index` now; the previous owner's store happened before its push,
+        // which our pop synchronized with. No read-modify-write needed.
+        handouts.store(handouts.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // Read first: in steady state the peaks do not move, and a load is cheaper than
         // a read-modify-write on a shared cache line.
         if in_use > self.window_peak.load(Ordering::Relaxed) {
@@ -323,27 +362,37 @@ impl PoolInner {
                 self.peak_in_use.fetch_max(in_use, Ordering::Relaxed);
             }
         }
-        self.acquires.fetch_add(1, Ordering::Relaxed);
         Some(index)
     }
 
-    /// Takes block `index` back from a dropped [`Block`].
-    pub(super) fn release_block(&self, index: u32) {
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
-        let pushed = self.warm.push(index);
-        debug_assert!(
-            pushed.is_ok(),
-            "Free list overflow: block {index} freed twice"
-        );
-        self.wake_waiter();
+    /// Takes block `index` back from a dropped [`Block`] and gives up the block's share
+    /// of the reference count (which may free the state).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is the state the block came from, the block is being dropped (its owner
+    /// gives `index` back exactly once), and the caller does not use `ptr` afterwards.
+    pub(super) unsafe fn give_back(ptr: NonNull<Self>, index: u32) {
+        {
+            // SAFETY: The block's share of the count keeps the state alive until the
+            // `release` below.
+            let inner = unsafe { ptr.as_ref() };
+            inner.warm.push(index);
+            inner.wake_waiter();
+        }
+        // SAFETY: The block held one share (taken in `take_free`) and gives it up once;
+        // `inner` is out of scope.
+        unsafe { shared::release(ptr, 1) };
     }
 
     fn wake_waiter(&self) {
-        // A read-modify-write, not a load: it orders our push before it (release) and,
-        // being in the total order of `waiters`' modifications with the waiter's
-        // increment, either sees that increment or is seen by it (acquire) before the
-        // waiter's next `try_acquire`. So no wake-up is lost.
-        if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
+        // The push before this was a sequentially consistent read-modify-write of the
+        // free list's head, and a waiter increments `waiters` (SeqCst) before its next
+        // `try_acquire` loads that head (SeqCst). In the single total order of these
+        // operations either our load comes after the waiter's increment and sees it, or
+        // the waiter's load of the head comes after our push and sees the block. So no
+        // wake-up is lost, and the common case costs a plain load.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self
                 .wait_lock
                 .lock()
@@ -361,8 +410,7 @@ impl PoolInner {
             // holds it and nobody else can take it until we push it back.
             unsafe { self.arena.populate(index) };
             self.committed.fetch_add(1, Ordering::Relaxed);
-            let pushed = self.warm.push(index);
-            debug_assert!(pushed.is_ok());
+            self.warm.push(index);
             self.wake_waiter();
             done += 1;
         }
@@ -375,9 +423,9 @@ impl PoolInner {
         if self.releasing_disabled.load(Ordering::SeqCst) {
             return 0;
         }
-        // Bounded by the warm blocks present now, so blocks dropped meanwhile cannot keep
-        // the loop going.
-        let mut budget = self.warm.len();
+        // Each pass releases a block and lowers `committed`, so the loop ends by itself;
+        // the budget only guards against a bug there.
+        let mut budget = self.arena.blocks();
         let mut done = 0;
         while budget > 0 && self.committed.load(Ordering::Relaxed) > target {
             budget -= 1;
@@ -387,8 +435,7 @@ impl PoolInner {
             let released = unsafe { self.arena.release(index) };
             if let Err(err) = released {
                 tracing::warn!(error = %err, index, "Releasing a free block's memory failed");
-                let pushed = self.warm.push(index);
-                debug_assert!(pushed.is_ok());
+                self.warm.push(index);
                 self.wake_waiter();
                 break;
             }
@@ -399,8 +446,7 @@ impl PoolInner {
             let next = generation.load(Ordering::Relaxed).wrapping_add(1).max(1);
             generation.store(next, Ordering::Release);
             self.committed.fetch_sub(1, Ordering::Relaxed);
-            let pushed = self.cold.push(index);
-            debug_assert!(pushed.is_ok());
+            self.cold.push(index);
             self.wake_waiter();
             done += 1;
         }
@@ -410,6 +456,15 @@ impl PoolInner {
             self.release_epoch.fetch_add(1, Ordering::Release);
         }
         done
+    }
+
+    /// Heap bytes of the bookkeeping beside the arena.
+    fn metadata_bytes(&self) -> usize {
+        self.warm.metadata_bytes()
+            + self.cold.metadata_bytes()
+            + size_of_val(&*self.handouts)
+            + size_of_val(&*self.generations)
+            + size_of::<Self>()
     }
 
     /// Generation of block `index`: changes whenever its pages are released.
@@ -555,7 +610,7 @@ mod tests {
         assert_eq!(&block[..], b"hello world");
         let big = vec![1u8; 64 << 10];
         let err = block.write_all(&big).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::WriteZero);
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
         assert_eq!(block.len(), 64 << 10);
         block.set_len(5);
         assert_eq!(&block[..], b"hello");

@@ -10,7 +10,9 @@
 //!   every acknowledgement reports how many blocks were delivered, which holds the
 //!   sender to the ring's size ([`outbox`]);
 //! - the digest is built in stream order ([`super::digest::StreamDigest`]);
-//! - there is no resume: a stream that fails entirely is sent again from the start.
+//! - there is no resume: a stream that fails entirely is sent again from the start;
+//! - with `--streams auto` the same controller as for files ([`super::auto`]) adds
+//!   streams mid-transfer and sheds them (`stream_set.rs` keeps the slots).
 
 pub mod auto_codec;
 pub mod codec;
@@ -18,3 +20,4 @@ pub mod encode_pipeline;
 pub mod outbox;
 pub mod receive;
 pub mod send;
+mod stream_set;

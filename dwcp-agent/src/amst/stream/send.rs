@@ -1,6 +1,12 @@
 //! Sending a stream (a pipe, a socket, QEMU's migration channel): a reader thread cuts
 //! it into pool blocks in order, the data streams send them and keep each until its
 //! acknowledgement, so a failed stream's blocks can go out again on the others.
+//!
+//! With `--streams auto` the sending thread samples goodput and the probes' per-flow
+//! figures once per [`SAMPLE_INTERVAL`] and feeds them to [`AutoStreams`], as the file
+//! sender does: it starts with [`AUTO_INITIAL_STREAMS`], connects new streams into the
+//! outbox's scheduling while goodput grows, and sheds streams (they stop taking blocks
+//! and finish those in flight) when it does not.
 
 use std::{
     collections::VecDeque,
@@ -9,9 +15,9 @@ use std::{
     os::fd::{AsFd, AsRawFd as _},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -19,20 +25,23 @@ use super::{
     codec::{self, BlockEncoder},
     encode_pipeline::{Encoded, PipelinedHde},
     outbox::{Outbox, Outgoing},
+    stream_set::{AutoControl, StreamSet, reorder_window},
 };
 use crate::{
     amst::{
         AmstError,
+        auto::{AutoStreams, KernelFigures, SAMPLE_INTERVAL, Sampler},
         digest::StreamDigest,
         failures::StreamFailures,
         sender::{
-            Hooks, InFlight, Progress, SendOptions, StreamCount, connect, connect_data_streams,
-            read_acks, unexpected, w_local_addr,
+            Connection, Hooks, InFlight, Progress, SendOptions, StreamCount, connect,
+            connect_data_streams, read_acks, unexpected, w_local_addr,
         },
         summary::Summary,
         zerocopy::ZeroCopy,
     },
     pba::{BlockPool, PoolConfig},
+    probe::Probes,
     protocol::{
         frame::{Codec, FrameReader, FrameType, FrameWriter},
         handshake::{Psk, Role},
@@ -44,12 +53,12 @@ use crate::{
 /// tail of a burst (the last pages of a migration round) does not wait for more data.
 const FLUSH_AFTER_MS: i32 = 2;
 
-/// Streams used when `auto` is asked for a stream source (the auto controller adapts
-/// file transfers; streams use this fixed count for now).
-const AUTO_STREAMS_FOR_STREAMS: usize = 8;
+/// Streams a `--streams auto` transfer starts with (as the file sender does).
+pub const AUTO_INITIAL_STREAMS: usize = 4;
 
 /// Sends everything `source` yields until end of file to the receiver at `addr`, which
-/// delivers it in order under `name`.
+/// delivers it in order under `name`. With `--streams auto` the count follows goodput
+/// alone; [`send_stream_probed`] adds the kernel's per-flow figures.
 pub fn send_stream<S: Read + AsFd + Send + 'static>(
     source: S,
     name: &str,
@@ -58,13 +67,30 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
     options: &SendOptions,
     hooks: &Hooks<'_>,
 ) -> Result<Summary, AmstError> {
-    let streams = match options.streams {
-        StreamCount::Fixed(n) => n,
-        StreamCount::Auto { max } => AUTO_STREAMS_FOR_STREAMS.min(max),
+    send_stream_probed(source, name, addr, psk, options, None, hooks)
+}
+
+/// [`send_stream`], with the probes' per-flow figures (retransmissions, RTT, congestion
+/// window) as inputs of the `auto` stream count.
+pub fn send_stream_probed<S: Read + AsFd + Send + 'static>(
+    source: S,
+    name: &str,
+    addr: SocketAddr,
+    psk: &Psk,
+    options: &SendOptions,
+    probes: Option<&Probes>,
+    hooks: &Hooks<'_>,
+) -> Result<Summary, AmstError> {
+    let (max_streams, mut auto) = match options.streams {
+        StreamCount::Fixed(n) => (n, None),
+        StreamCount::Auto { max } => (max, Some(AutoStreams::new(AUTO_INITIAL_STREAMS, max))),
     };
+    let initial = auto.as_ref().map_or(max_streams, AutoStreams::current);
     let window = options.window.max(1);
-    // The receiver may hold this many blocks out of order.
-    let reorder = (streams * window * 2).max(8) as u64;
+    // The receiver may hold this many blocks out of order: sized for the most streams
+    // this transfer may use, within what a receiver grants. It bounds the receiver's
+    // memory, not what it commits (its pool commits blocks as they arrive).
+    let reorder = reorder_window(max_streams, window, options.block_size);
     let block_size = u32::try_from(options.block_size)
         .map_err(|_| AmstError::Invalid(format!("block size {} too large", options.block_size)))?;
     let (mut control_r, mut control_w) = connect(addr, psk, Role::Control, options)?;
@@ -101,8 +127,12 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
     let pool = BlockPool::new(PoolConfig {
         block_size: codec::max_payload(&options.codec, options.block_size).next_power_of_two(),
         min_blocks: 2,
-        // Every stream's window, the read-ahead, and one being filled.
-        max_blocks: (streams * window + 4).min(crate::pba::MAX_BLOCKS),
+        // Every stream's window (at most the reorder window: the outbox holds the
+        // reader to it), the read-ahead, and one being filled.
+        max_blocks: (max_streams * window)
+            .min(usize::try_from(reorder).unwrap_or(usize::MAX))
+            .saturating_add(4)
+            .min(crate::pba::MAX_BLOCKS),
         prefault: false,
         ..PoolConfig::default()
     })?;
@@ -116,22 +146,24 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         wire_bytes: AtomicU64::new(0),
         failures: StreamFailures::default(),
         reader_failed: AtomicBool::new(false),
+        wanted: AtomicUsize::new(initial),
     });
     let start = Instant::now();
-    let connected = connect_data_streams(addr, psk, session, options, streams);
-    let mut workers = Vec::with_capacity(streams);
-    for (index, conn) in connected.into_iter().enumerate() {
-        let (r, w) = conn?;
-        if let (Some(on_stream), Ok(local)) = (hooks.on_stream, w_local_addr(&w)) {
-            on_stream(local);
-        }
-        let shared = Arc::clone(&shared);
-        workers.push(
-            thread::Builder::new()
-                .name(format!("dwcp-stream-{index}"))
-                .spawn(move || run_stream(index, r, w, &shared))
-                .map_err(|source| spawn_error(source, "stream"))?,
-        );
+    let mut streams = StreamSet::default();
+    let opened = open_streams(
+        &mut streams,
+        initial,
+        &shared,
+        addr,
+        psk,
+        session,
+        options,
+        hooks,
+    );
+    if let Err(err) = opened {
+        shared.outbox.stop();
+        streams.join();
+        return Err(err);
     }
     let reader = {
         let shared = Arc::clone(&shared);
@@ -142,14 +174,32 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
             .spawn(move || read_source(source, &pool, &shared, encoder, pipelined, block_size))
             .map_err(|source| spawn_error(source, "reader"))?
     };
-    let outcome = wait(&shared, &workers, &reader, hooks, streams);
+    let mut control = auto.as_mut().map(|auto| AutoControl {
+        sampler: Sampler::new(
+            SAMPLE_INTERVAL,
+            Instant::now(),
+            &KernelFigures::read(probes, addr),
+        ),
+        auto,
+        probes,
+        peer: addr,
+    });
+    let mut grow = |streams: &mut StreamSet, n: usize| {
+        open_streams(streams, n, &shared, addr, psk, session, options, hooks)
+    };
+    let outcome = wait(
+        &shared,
+        &mut streams,
+        &reader,
+        hooks,
+        control.as_mut(),
+        &mut grow,
+    );
     shared.outbox.stop();
     let read_result = reader
         .join()
         .unwrap_or_else(|_| Err(AmstError::Invalid("reader thread panicked".into())));
-    for worker in workers {
-        let _ = worker.join();
-    }
+    streams.join();
     if let Err(err) = outcome {
         // The receiver may have said why on the control connection (its sink failed).
         let _ = control_r
@@ -184,7 +234,8 @@ pub fn send_stream<S: Read + AsFd + Send + 'static>(
         bytes,
         seconds: elapsed.as_secs_f64(),
         goodput_bps: bytes as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9),
-        streams,
+        // For `auto`, the count it settled on (as the file sender reports).
+        streams: shared.wanted.load(Ordering::SeqCst),
         kernel_tx_bytes: None,
         retransmits: None,
         cpu_seconds: None,
@@ -207,17 +258,50 @@ fn spawn_error(source: std::io::Error, what: &'static str) -> AmstError {
     }
 }
 
-/// Waits for completion, reporting progress; fails when every stream has failed or
-/// the reader stopped with an error.
+/// Connects streams into the free slots below `n` and starts each on its own thread,
+/// taking blocks from the outbox.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the session's parts, each needed to open a data stream"
+)]
+fn open_streams(
+    streams: &mut StreamSet,
+    n: usize,
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    psk: &Psk,
+    session: u64,
+    options: &SendOptions,
+    hooks: &Hooks<'_>,
+) -> Result<usize, AmstError> {
+    streams.grow_to(
+        n,
+        |k| connect_data_streams(addr, psk, session, options, k),
+        |index, (r, w): Connection| {
+            if let (Some(on_stream), Ok(local)) = (hooks.on_stream, w_local_addr(&w)) {
+                on_stream(local);
+            }
+            let shared = Arc::clone(shared);
+            thread::Builder::new()
+                .name(format!("dwcp-stream-{index}"))
+                .spawn(move || run_stream(index, r, w, &shared))
+                .map_err(|source| spawn_error(source, "stream"))
+        },
+    )
+}
+
+/// Waits for completion, reporting progress and applying the `auto` controller's
+/// decisions; fails when every stream has failed or the reader stopped with an error.
 fn wait(
     shared: &Shared,
-    workers: &[thread::JoinHandle<()>],
-    reader: &thread::JoinHandle<Result<ReadOutcome, AmstError>>,
+    streams: &mut StreamSet,
+    reader: &JoinHandle<Result<ReadOutcome, AmstError>>,
     hooks: &Hooks<'_>,
-    streams: usize,
+    mut control: Option<&mut AutoControl<'_>>,
+    grow: &mut dyn FnMut(&mut StreamSet, usize) -> Result<usize, AmstError>,
 ) -> Result<(), AmstError> {
     while !shared.outbox.wait_complete(Duration::from_millis(100)) {
-        let alive = workers.iter().filter(|w| !w.is_finished()).count();
+        let alive = streams.alive();
         if let Some(on_progress) = hooks.on_progress {
             let done = shared.sent_bytes.load(Ordering::Relaxed);
             on_progress(Progress {
@@ -233,10 +317,40 @@ fn wait(
             return Ok(()); // The reader's own error is returned by the caller.
         }
         if alive == 0 {
-            return Err(shared.failures.all_failed(streams));
+            return Err(shared.failures.all_failed(streams.opened()));
+        }
+        let sent = shared.sent_bytes.load(Ordering::Relaxed);
+        if let Some(n) = control.as_mut().and_then(|c| c.tick(sent)) {
+            set_stream_count(shared, streams, n, grow);
         }
     }
     Ok(())
+}
+
+/// Applies a new stream count: growing connects streams into the free slots below `n`
+/// (they take blocks from the outbox at once); shedding lowers the wanted count, and
+/// streams at or above it stop taking blocks and finish those in flight.
+fn set_stream_count(
+    shared: &Shared,
+    streams: &mut StreamSet,
+    n: usize,
+    grow: &mut dyn FnMut(&mut StreamSet, usize) -> Result<usize, AmstError>,
+) {
+    let before = shared.wanted.swap(n, Ordering::SeqCst);
+    if n < before {
+        // Streams waiting in `take` re-check whether they are still wanted.
+        shared.outbox.nudge();
+        return;
+    }
+    if let Err(err) = grow(streams, n) {
+        // The transfer goes on with the streams it has; the streams that did connect
+        // keep running (their slots are below `n`).
+        tracing::warn!(
+            error = %crate::error_chain(&err),
+            streams = n,
+            "Adding streams failed; continuing with the streams open"
+        );
+    }
 }
 
 struct Shared {
@@ -251,6 +365,8 @@ struct Shared {
     failures: StreamFailures,
     /// Set when reading the source failed (its error is the transfer's).
     reader_failed: AtomicBool,
+    /// Streams wanted now: stream `i` runs while `i < wanted` (shedding).
+    wanted: AtomicUsize,
 }
 
 /// Reads the source into blocks until end of file; returns the byte count, the digest,
@@ -489,7 +605,7 @@ fn run_stream(
     } else {
         ZeroCopy::default()
     };
-    let result = write_blocks(&mut writer, &in_flight, &mut sent, &mut zc, shared);
+    let result = write_blocks(index, &mut writer, &in_flight, &mut sent, &mut zc, shared);
     let zc_stats = zc.stats();
     shared.zc_sends.fetch_add(zc_stats.sends, Ordering::Relaxed);
     shared
@@ -518,14 +634,18 @@ fn run_stream(
 }
 
 fn write_blocks(
+    index: usize,
     writer: &mut FrameWriter<TcpStream>,
     in_flight: &InFlight,
     sent: &mut VecDeque<(Outgoing, Option<u32>)>,
     zc: &mut ZeroCopy,
     shared: &Shared,
 ) -> Result<(), AmstError> {
+    let shed = || index >= shared.wanted.load(Ordering::Relaxed);
     loop {
-        if !in_flight.wait_room(shared.window) {
+        // Shed: a stream beyond the wanted count takes no new block; the caller closes
+        // it once the receiver acknowledged what is in flight.
+        if shed() || !in_flight.wait_room(shared.window) {
             return Ok(());
         }
         // Release what the receiver has acknowledged (back to the pool), once the kernel
@@ -542,7 +662,7 @@ fn write_blocks(
             }
             sent.pop_front();
         }
-        let Some(block) = shared.outbox.take(|| in_flight.is_dead()) else {
+        let Some(block) = shared.outbox.take(|| in_flight.is_dead() || shed()) else {
             return Ok(());
         };
         if !in_flight.push(block.seq) {
