@@ -244,9 +244,15 @@ mod privileged {
             on_stream: None,
             on_progress: Some(&on_progress),
         };
+        // Paced (4 × 50 MB/s, about 1.3 s in all) so that the kill lands mid-transfer
+        // however fast this machine moves bytes on loopback.
         let opts = SendOptions {
             streams: StreamCount::Fixed(4),
             block_size: 1 << 20,
+            tuning: dwcp_agent::amst::socket::SocketTuning {
+                max_pacing_rate: Some(50_000_000),
+                ..Default::default()
+            },
             ..SendOptions::default()
         };
         let err = send_file(&src, addr, &psk(), &opts, None, &hooks).expect_err("receiver died");
