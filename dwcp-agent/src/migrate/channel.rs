@@ -45,6 +45,7 @@ impl Channel {
         spec: &VmSpec,
         stream: &str,
         mode: MigrationMode,
+        accel: crate::vm::accel::Accel,
     ) -> Result<Self, MigrateError> {
         let connect = |source: AmstError| MigrateError::Connect { addr, source };
         let mut tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
@@ -63,6 +64,7 @@ impl Channel {
             stream: stream.to_owned(),
             mode,
             resume: true,
+            accel,
         };
         messages::send(&mut channel.writer, &prepare).map_err(|e| connect(e.into()))?;
         match messages::recv(&mut channel.reader).map_err(|e| connect(e.into()))? {

@@ -65,6 +65,7 @@ impl Destination {
         stream: &str,
         mode: MigrationMode,
         peer: String,
+        accel: crate::vm::accel::Accel,
     ) -> Result<Arc<crate::vm::process::QemuProcess>, String> {
         let receiver = self
             .receiver
@@ -74,7 +75,7 @@ impl Destination {
         let report = MigrationReport::new(Direction::Incoming, peer, mode, String::new());
         let incoming = self
             .runtime
-            .block_on(self.manager.prepare_incoming(spec, report))
+            .block_on(self.manager.prepare_incoming(spec, report, accel))
             .map_err(|e| crate::error_chain(&e))?;
         match UnixStream::connect(&incoming.socket) {
             Ok(socket) => {
@@ -106,6 +107,7 @@ impl ControlHandler for Destination {
             stream,
             mode,
             resume,
+            accel,
         } = first
         else {
             return Err(ProtocolError::Unexpected {
@@ -120,7 +122,7 @@ impl ControlHandler for Destination {
             .peer_addr()
             .map_or_else(|_| "unknown".into(), |a| a.to_string());
         tracing::info!(vm = %name, %peer, mode = mode.as_str(), "Incoming migration requested");
-        let process = match self.prepare(vm, &stream, mode, peer) {
+        let process = match self.prepare(vm, &stream, mode, peer, accel) {
             Ok(process) => process,
             Err(reason) => {
                 messages::send(

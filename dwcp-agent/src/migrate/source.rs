@@ -86,20 +86,23 @@ pub async fn start(
     let vm = manager.begin_migration(name, report.clone()).await?;
     let stream = format!("{name}.migration");
     let prepared = {
-        let (spec, psk, stream, addr, mode) = (
+        let (spec, psk, stream, addr, mode, accel) = (
             vm.spec.clone(),
             settings.psk.clone(),
             stream.clone(),
             settings.addr,
             settings.mode,
+            vm.accel,
         );
-        tokio::task::spawn_blocking(move || Channel::prepare(addr, &psk, &spec, &stream, mode))
-            .await
-            .unwrap_or_else(|join| {
-                Err(MigrateError::Refused(format!(
-                    "preparation crashed: {join}"
-                )))
-            })
+        tokio::task::spawn_blocking(move || {
+            Channel::prepare(addr, &psk, &spec, &stream, mode, accel)
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(MigrateError::Refused(format!(
+                "preparation crashed: {join}"
+            )))
+        })
     };
     let channel = match prepared {
         Ok(channel) => channel,

@@ -73,6 +73,8 @@ pub enum Control {
         mode: crate::migrate::MigrationMode,
         /// Whether the VM must run on the destination once it arrived.
         resume: bool,
+        /// The source QEMU's accelerator: the destination must use the same one.
+        accel: crate::vm::accel::Accel,
     },
     /// Destination agent: its QEMU waits for the stream.
     MigrateReady,
@@ -211,6 +213,7 @@ mod tests {
                 stream: "vm1.mig".into(),
                 mode: crate::migrate::MigrationMode::Warm,
                 resume: true,
+                accel: crate::vm::accel::Accel::Tcg,
             },
             Control::MigrateReady,
             Control::MigrateCommit,

@@ -31,6 +31,7 @@ impl VmManager {
         &self,
         spec: VmSpec,
         report: MigrationReport,
+        accel: super::accel::Accel,
     ) -> Result<IncomingVm, VmError> {
         spec.validate()?;
         let name = spec.name.clone();
@@ -52,19 +53,15 @@ impl VmManager {
             slot
         };
         let mut vm = slot.vm.lock().await;
-        let choice = self
-            .inner
-            .accel
-            .choose(vm.record.spec.kernel.as_deref())
-            .await;
+        // The migrated state only loads under the source's accelerator: no probe here.
         let paths = self.inner.store.paths(&name);
         let socket = paths.dir.join("incoming.sock");
-        vm.record.accel = Some(choice.accel);
-        vm.record.accel_reason = Some(choice.reason);
+        vm.record.accel = Some(accel);
+        vm.record.accel_reason = Some("the migration source's accelerator".into());
         let launched = runtime::launch_with(
             &self.inner.config.qemu,
             &vm.record.spec,
-            choice.accel,
+            accel,
             &paths,
             self.inner.config.start_timeout,
             Some(&socket),

@@ -29,6 +29,8 @@ pub struct OutgoingVm {
     pub process: Arc<QemuProcess>,
     /// Its directory (the migration socket goes there).
     pub dir: PathBuf,
+    /// The accelerator its QEMU runs under (the destination must use the same).
+    pub accel: super::accel::Accel,
 }
 
 impl VmManager {
@@ -66,6 +68,7 @@ impl VmManager {
             qmp,
             process,
             dir: self.inner.store.paths(name).dir,
+            accel: vm.record.accel.unwrap_or(super::accel::Accel::Tcg),
         })
     }
 
