@@ -384,6 +384,7 @@ mod privileged {
             "DWCP-VERIFY ok",
             Duration::from_secs(60),
         );
+        eprintln!("DEST SERIAL:\n{}", serial(&dest.state_dir, "mover"));
         let beat = wait_heartbeat_after(&dest.state_dir, "mover", None);
         wait_heartbeat_after(&dest.state_dir, "mover", Some(beat));
         let log = serial(&dest.state_dir, "mover");
