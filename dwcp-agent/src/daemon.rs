@@ -75,7 +75,10 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     let http_addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let receiver = start_receiver(&config, &telemetry)?;
-    let control_server = match start_vms(&config, &metrics, stop_rx.clone()).await {
+    let incoming = receiver
+        .as_ref()
+        .map(|(_, _, receiver)| Arc::clone(receiver));
+    let control_server = match start_vms(&config, &metrics, stop_rx.clone(), incoming).await {
         Ok(server) => Some(server),
         Err(err) => {
             tracing::error!(
@@ -128,7 +131,7 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
         let _ = control_server.await;
     }
     let _ = drain.await;
-    if let Some((thread, stop)) = receiver {
+    if let Some((thread, stop, _)) = receiver {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
@@ -139,18 +142,26 @@ pub async fn run(config: AgentConfig) -> Result<(), DaemonError> {
     }
 }
 
-/// Loads the VMs (re-attaching to running ones) and serves the control API.
+/// Loads the VMs (re-attaching to running ones), lets `receiver` take incoming
+/// migrations, and serves the control API.
 async fn start_vms(
     config: &AgentConfig,
     metrics: &Arc<AgentMetrics>,
     stop: watch::Receiver<bool>,
+    receiver: Option<Arc<Receiver>>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, DaemonError> {
-    let vms = VmManager::open(
-        ManagerConfig::new(config.state_dir.clone()),
-        Arc::clone(metrics),
-    )
-    .await
-    .map_err(DaemonError::Vms)?;
+    let mut manager_config = ManagerConfig::new(config.state_dir.clone());
+    manager_config.migration_psk_file = config.transport.psk_file.clone();
+    let vms = VmManager::open(manager_config, Arc::clone(metrics))
+        .await
+        .map_err(DaemonError::Vms)?;
+    if let Some(receiver) = receiver {
+        receiver.set_control_handler(Arc::new(crate::migrate::destination::Destination::new(
+            vms.clone(),
+            &receiver,
+            tokio::runtime::Handle::current(),
+        )));
+    }
     let listener = api::bind(&config.control_socket).map_err(DaemonError::Control)?;
     tracing::info!(socket = %config.control_socket.display(), vms = vms.list().len(), "Control API listening");
     Ok(tokio::spawn(api::serve(
@@ -164,6 +175,7 @@ async fn start_vms(
 type ReceiverHandle = (
     std::thread::JoinHandle<()>,
     Arc<std::sync::atomic::AtomicBool>,
+    Arc<Receiver>,
 );
 
 /// Starts the DWCP receiver when `transport.receive_dir` is set.
@@ -192,6 +204,7 @@ fn start_receiver(
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Bind { addr, source })?;
     lock(telemetry).attach_receiver(Arc::clone(&receiver));
+    let kept = Arc::clone(&receiver);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread_stop = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
@@ -203,7 +216,7 @@ fn start_receiver(
         })
         .map_err(DaemonError::Serve)?;
     tracing::info!(%addr, dir = %dir.display(), "DWCP receiver listening");
-    Ok(Some((thread, stop)))
+    Ok(Some((thread, stop, kept)))
 }
 
 fn on_off(on: bool) -> &'static str {

@@ -14,6 +14,7 @@ pub mod hde_cli;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod notify;
 pub mod pba;
 pub mod probe;
@@ -22,6 +23,7 @@ pub mod telemetry;
 pub mod transfer_cli;
 pub mod vm;
 pub mod vm_cli;
+pub mod vm_migrate_cli;
 
 /// Formats an error with all its sources: `outer: inner: innermost`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -39,6 +39,10 @@ pub enum VmCommand {
     Delete(NameArg),
     /// Show one VM (JSON).
     Status(NameArg),
+    /// Move a running VM to another agent (progress bar, then a summary).
+    Migrate(crate::vm_migrate_cli::MigrateArgs),
+    /// Show the progress of a VM's migration, or its last one (JSON).
+    Migration(NameArg),
     /// List VMs.
     List {
         /// Print JSON instead of a table.
@@ -112,6 +116,9 @@ pub enum VmCliError {
     /// The call failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The migration failed or was refused.
+    #[error(transparent)]
+    Migrate(#[from] crate::vm_migrate_cli::MigrateCliError),
 }
 
 /// Runs a `vm` subcommand, printing the answer on stdout.
@@ -132,6 +139,14 @@ pub fn run(args: &VmArgs) -> Result<(), VmCliError> {
         VmCommand::Delete(n) => {
             client.call("DELETE", &format!("/v1/vms/{}", encode(&n.name)), None)?
         }
+        VmCommand::Migrate(migrate) => {
+            return crate::vm_migrate_cli::run(&args.socket, migrate).map_err(VmCliError::from);
+        }
+        VmCommand::Migration(n) => client.call(
+            "GET",
+            &format!("/v1/vms/{}/migration", encode(&n.name)),
+            None,
+        )?,
         VmCommand::Status(n) => {
             client.call("GET", &format!("/v1/vms/{}", encode(&n.name)), None)?
         }

@@ -79,6 +79,20 @@ pub struct Receiver {
     pools: Mutex<HashMap<usize, BlockPool>>,
     /// Consumers waiting for the stream of that name (instead of a file).
     consumers: Mutex<HashMap<String, Consumer>>,
+    /// Takes control conversations that are not transfers (VM migration).
+    handler: Mutex<Option<Arc<dyn ControlHandler>>>,
+}
+
+/// Handles a control connection whose first message is not a transfer offer (the
+/// migration messages: see `crate::migrate::destination`).
+pub trait ControlHandler: Send + Sync + std::fmt::Debug {
+    /// Carries the conversation that began with `first` to its end.
+    fn handle(
+        &self,
+        first: Control,
+        reader: &mut FrameReader<TcpStream>,
+        writer: &mut FrameWriter<TcpStream>,
+    ) -> Result<(), AmstError>;
 }
 
 /// Block pool figures summed over the receiver's pools.
@@ -144,7 +158,16 @@ impl Receiver {
             stats: Arc::default(),
             pools: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
+            handler: Mutex::new(None),
         }))
+    }
+
+    /// Routes control conversations that are not transfers to `handler`.
+    pub fn set_control_handler(&self, handler: Arc<dyn ControlHandler>) {
+        *self
+            .handler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handler);
     }
 
     /// Delivers the next stream named `name` to `consumer` (in order, then closed)
@@ -327,6 +350,10 @@ impl Receiver {
                 ..
             } => (transfer_id, name, size, block_size),
             other => {
+                let handler = self.handler.lock().map(|h| h.clone()).unwrap_or(None);
+                if let Some(handler) = handler {
+                    return handler.handle(other, &mut reader, &mut writer);
+                }
                 return Err(ProtocolError::Unexpected {
                     expected: "offer",
                     got: other.kind().into(),

@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::vm::VmError;
+use crate::{migrate::MigrateError, vm::VmError};
 
 /// An error answer of the control API.
 #[derive(Debug)]
@@ -39,6 +39,24 @@ impl From<VmError> for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %crate::error_chain(&err), "VM operation failed");
         }
+        Self {
+            status,
+            message: crate::error_chain(&err),
+        }
+    }
+}
+
+impl From<MigrateError> for ApiError {
+    fn from(err: MigrateError) -> Self {
+        let status = match err {
+            MigrateError::Vm(vm) => return Self::from(vm),
+            MigrateError::Request(_)
+            | MigrateError::Destination { .. }
+            | MigrateError::LocalDisk(..)
+            | MigrateError::Psk(_) => StatusCode::BAD_REQUEST,
+            MigrateError::Connect { .. } | MigrateError::Refused(_) => StatusCode::BAD_GATEWAY,
+        };
+        tracing::warn!(error = %crate::error_chain(&err), "Migration refused");
         Self {
             status,
             message: crate::error_chain(&err),

@@ -7,6 +7,8 @@
 //! | `GET /v1/vms/{name}` | one VM's status |
 //! | `POST /v1/vms/{name}/{start,pause,resume,stop}` | lifecycle actions |
 //! | `DELETE /v1/vms/{name}` | delete a VM |
+//! | `POST /v1/vms/{name}/migrate` | start migrating a VM (JSON [`MigrateRequest`]); 202 |
+//! | `GET /v1/vms/{name}/migration` | progress of the VM's migration, or its last one |
 
 use axum::{
     Router,
@@ -19,13 +21,18 @@ use axum::{
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::vm::{VmManager, VmSpec};
+use crate::{
+    migrate::MigrateRequest,
+    vm::{VmManager, VmSpec},
+};
 
 /// The router, sharing `manager`.
 pub fn router(manager: VmManager) -> Router {
     Router::new()
         .route("/v1/vms", get(list).post(create))
         .route("/v1/vms/{name}", get(status).delete(delete))
+        .route("/v1/vms/{name}/migrate", post(migrate))
+        .route("/v1/vms/{name}/migration", get(migration))
         .route("/v1/vms/{name}/{action}", post(action))
         .fallback(unknown_route)
         .with_state(manager)
@@ -71,6 +78,36 @@ async fn delete(
         StatusCode::OK,
         &serde_json::json!({ "deleted": name }),
     ))
+}
+
+async fn migrate(
+    State(manager): State<VmManager>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: MigrateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid migration request: {e}")))?;
+    let started =
+        tokio::spawn(async move { crate::migrate::source::start(&manager, &name, request).await })
+            .await
+            .map_err(|join| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("Migration request crashed: {join}"),
+            })??;
+    Ok(json(StatusCode::ACCEPTED, &started))
+}
+
+async fn migration(
+    State(manager): State<VmManager>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    match manager.migration(&name)? {
+        Some(report) => Ok(json(StatusCode::OK, &report)),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("VM {name:?} has never been migrated"),
+        }),
+    }
 }
 
 async fn action(

@@ -126,6 +126,69 @@ pub struct AgentMetrics {
     pub vm_state: Family<VmStateLabels, Gauge>,
     /// [`names::VM_START_SECONDS`].
     pub vm_start_seconds: Histogram,
+    /// The `dwcp_migration_*` metrics.
+    pub migration: MigrationMetrics,
+}
+
+/// Labels of per-VM migration gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmLabels {
+    /// VM name.
+    pub vm: String,
+}
+
+/// Bucket bounds of [`names::MIGRATION_DOWNTIME_SECONDS`]: 10 ms to 10 s.
+pub const MIGRATION_DOWNTIME_BUCKETS: [f64; 10] =
+    [0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0];
+/// Bucket bounds of [`names::MIGRATION_SECONDS`]: 1 s to 10 min.
+pub const MIGRATION_SECONDS_BUCKETS: [f64; 10] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// The migration metrics (see [`crate::migrate`]).
+#[derive(Debug)]
+pub struct MigrationMetrics {
+    /// [`names::MIGRATION_ROUND`].
+    pub round: Family<VmLabels, Gauge>,
+    /// [`names::MIGRATION_REMAINING_BYTES`].
+    pub remaining_bytes: Family<VmLabels, Gauge>,
+    /// [`names::MIGRATION_TRANSFERRED_BYTES`].
+    pub transferred_bytes: Family<VmLabels, Gauge>,
+    /// [`names::MIGRATION_WIRE_BYTES`].
+    pub wire_bytes: Family<VmLabels, Gauge>,
+    /// [`names::MIGRATION_DIRTY_RATE`].
+    pub dirty_rate: Family<VmLabels, Gauge>,
+    /// [`names::MIGRATION_EXPECTED_DOWNTIME`].
+    pub expected_downtime: Family<VmLabels, SecondsGauge>,
+    /// [`names::MIGRATIONS`].
+    pub finished: Family<OutcomeLabels, Counter>,
+    /// [`names::MIGRATION_DOWNTIME_SECONDS`].
+    pub downtime_seconds: Histogram,
+    /// [`names::MIGRATION_SECONDS`].
+    pub seconds: Histogram,
+}
+
+impl MigrationMetrics {
+    fn register(r: &mut Registry) -> Self {
+        Self {
+            round: register(r, names::MIGRATION_ROUND, Family::default()),
+            remaining_bytes: register(r, names::MIGRATION_REMAINING_BYTES, Family::default()),
+            transferred_bytes: register(r, names::MIGRATION_TRANSFERRED_BYTES, Family::default()),
+            wire_bytes: register(r, names::MIGRATION_WIRE_BYTES, Family::default()),
+            dirty_rate: register(r, names::MIGRATION_DIRTY_RATE, Family::default()),
+            expected_downtime: register(r, names::MIGRATION_EXPECTED_DOWNTIME, Family::default()),
+            finished: register(r, names::MIGRATIONS, Family::default()),
+            downtime_seconds: register(
+                r,
+                names::MIGRATION_DOWNTIME_SECONDS,
+                Histogram::new(MIGRATION_DOWNTIME_BUCKETS),
+            ),
+            seconds: register(
+                r,
+                names::MIGRATION_SECONDS,
+                Histogram::new(MIGRATION_SECONDS_BUCKETS),
+            ),
+        }
+    }
 }
 
 impl Default for AgentMetrics {
@@ -180,6 +243,7 @@ impl AgentMetrics {
         let vm_state = register(r, names::VM_STATE, Family::default());
         let vm_start_seconds =
             register(r, names::VM_START_SECONDS, Histogram::new(VM_START_BUCKETS));
+        let migration = MigrationMetrics::register(r);
         let _ = register(r, names::BUILD_INFO, build_info);
         Self {
             registry,
@@ -203,6 +267,7 @@ impl AgentMetrics {
             vms,
             vm_state,
             vm_start_seconds,
+            migration,
         }
     }
 

@@ -203,6 +203,69 @@ pub const VM_START_SECONDS: MetricDef = MetricDef {
     kind: Kind::Histogram,
     labels: &[],
 };
+/// Pre-copy round of each migration in progress.
+pub const MIGRATION_ROUND: MetricDef = MetricDef {
+    name: "dwcp_migration_round",
+    help: "Pre-copy round (QEMU dirty-bitmap syncs) of each outgoing migration in progress",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// RAM still to send.
+pub const MIGRATION_REMAINING_BYTES: MetricDef = MetricDef {
+    name: "dwcp_migration_remaining_bytes",
+    help: "Guest RAM bytes QEMU still has to send in the current round of each outgoing migration",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// RAM sent so far.
+pub const MIGRATION_TRANSFERRED_BYTES: MetricDef = MetricDef {
+    name: "dwcp_migration_transferred_bytes",
+    help: "Guest RAM bytes QEMU has sent so far in each outgoing migration",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// Bytes on the wire after the codec.
+pub const MIGRATION_WIRE_BYTES: MetricDef = MetricDef {
+    name: "dwcp_migration_wire_bytes",
+    help: "Payload bytes the AMST streams sent (after HDE or zstd) for each outgoing migration",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// Guest dirty rate.
+pub const MIGRATION_DIRTY_RATE: MetricDef = MetricDef {
+    name: "dwcp_migration_dirty_rate_bytes_per_second",
+    help: "Bytes per second the guest dirties, as QEMU measures it during each outgoing migration",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// QEMU's downtime estimate.
+pub const MIGRATION_EXPECTED_DOWNTIME: MetricDef = MetricDef {
+    name: "dwcp_migration_expected_downtime_seconds",
+    help: "QEMU's estimate of the final pause if it stopped the guest now, per outgoing migration",
+    kind: Kind::Gauge,
+    labels: &["vm"],
+};
+/// Finished migrations.
+pub const MIGRATIONS: MetricDef = MetricDef {
+    name: "dwcp_migrations_total",
+    help: "Outgoing migrations that ended, by outcome (completed or rolled_back)",
+    kind: Kind::Counter,
+    labels: &["outcome"],
+};
+/// Final pause of completed migrations.
+pub const MIGRATION_DOWNTIME_SECONDS: MetricDef = MetricDef {
+    name: "dwcp_migration_downtime_seconds",
+    help: "Guest pause of completed outgoing migrations, as QEMU measured it",
+    kind: Kind::Histogram,
+    labels: &[],
+};
+/// Total time of completed migrations.
+pub const MIGRATION_SECONDS: MetricDef = MetricDef {
+    name: "dwcp_migration_seconds",
+    help: "Time from the migrate request until the destination runs the VM, for completed migrations",
+    kind: Kind::Histogram,
+    labels: &[],
+};
 /// Build information.
 pub const BUILD_INFO: MetricDef = MetricDef {
     name: "dwcp_build_info",
@@ -233,6 +296,15 @@ pub const ALL: &[MetricDef] = &[
     VMS,
     VM_STATE,
     VM_START_SECONDS,
+    MIGRATION_ROUND,
+    MIGRATION_REMAINING_BYTES,
+    MIGRATION_TRANSFERRED_BYTES,
+    MIGRATION_WIRE_BYTES,
+    MIGRATION_DIRTY_RATE,
+    MIGRATION_EXPECTED_DOWNTIME,
+    MIGRATIONS,
+    MIGRATION_DOWNTIME_SECONDS,
+    MIGRATION_SECONDS,
     BUILD_INFO,
 ];
 

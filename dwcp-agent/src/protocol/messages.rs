@@ -63,6 +63,28 @@ pub enum Control {
         /// Why.
         reason: String,
     },
+    /// Source agent: get ready to receive VM `vm` as stream `stream` (see `crate::migrate`).
+    MigratePrepare {
+        /// The VM as the source defines it.
+        vm: crate::vm::VmSpec,
+        /// Name of the AMST stream that will carry QEMU's migration channel.
+        stream: String,
+        /// How the VM is moved.
+        mode: crate::migrate::MigrationMode,
+        /// Whether the VM must run on the destination once it arrived.
+        resume: bool,
+        /// The source QEMU's accelerator: the destination must use the same one.
+        accel: crate::vm::accel::Accel,
+    },
+    /// Destination agent: its QEMU waits for the stream.
+    MigrateReady,
+    /// Source agent: its QEMU completed the migration; take the VM over.
+    MigrateCommit,
+    /// Destination agent: the VM is in place, its QEMU reports `status`.
+    MigrateDone {
+        /// QEMU run state on the destination (`running`, or `paused`).
+        status: String,
+    },
 }
 
 /// How a stream's blocks are encoded.
@@ -104,6 +126,10 @@ impl Control {
             Self::End { .. } => "end",
             Self::Done { .. } => "done",
             Self::Abort { .. } => "abort",
+            Self::MigratePrepare { .. } => "migrate_prepare",
+            Self::MigrateReady => "migrate_ready",
+            Self::MigrateCommit => "migrate_commit",
+            Self::MigrateDone { .. } => "migrate_done",
         }
     }
 
@@ -175,6 +201,30 @@ mod tests {
             recv(&mut FrameReader::new(&wire[..], MAX_CONTROL_LEN)).unwrap(),
             msg
         );
+    }
+
+    #[test]
+    fn migration_messages_round_trip() {
+        let mut spec = crate::vm::VmSpec::named("vm1");
+        spec.kernel = Some("/k".into());
+        for msg in [
+            Control::MigratePrepare {
+                vm: spec,
+                stream: "vm1.mig".into(),
+                mode: crate::migrate::MigrationMode::Warm,
+                resume: true,
+                accel: crate::vm::accel::Accel::Tcg,
+            },
+            Control::MigrateReady,
+            Control::MigrateCommit,
+            Control::MigrateDone {
+                status: "running".into(),
+            },
+        ] {
+            assert_eq!(Control::decode(&msg.encode()).unwrap(), msg);
+        }
+        let err = Control::decode(br#"{"type":"migrate_prepare","stream":"s"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct ManagerConfig {
     pub start_timeout: Duration,
     /// How long the guest gets to power off after the ACPI button before `quit`.
     pub stop_timeout: Duration,
+    /// Pre-shared key file used to reach destination agents (`transport.psk_file`).
+    pub migration_psk_file: Option<PathBuf>,
 }
 
 impl ManagerConfig {
@@ -87,6 +89,7 @@ impl ManagerConfig {
             qemu: PathBuf::from(super::process::QEMU_BINARY),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(60),
+            migration_psk_file: None,
         }
     }
 }
@@ -113,6 +116,21 @@ pub(super) struct Slot {
     snapshot: Mutex<VmRecord>,
 }
 
+impl Slot {
+    /// A slot holding `vm`, its snapshot taken from its record.
+    pub(super) fn new(vm: Vm) -> Self {
+        Self {
+            snapshot: Mutex::new(vm.record.clone()),
+            vm: tokio::sync::Mutex::new(vm),
+        }
+    }
+
+    /// Replaces the snapshot readers see (without saving).
+    pub(super) fn set_snapshot(&self, record: &VmRecord) {
+        *lock(&self.snapshot) = record.clone();
+    }
+}
+
 /// What the operation lock guards.
 #[derive(Debug)]
 pub(super) struct Vm {
@@ -124,9 +142,11 @@ pub(super) struct Vm {
 pub(super) struct Inner {
     pub(super) config: ManagerConfig,
     pub(super) store: Store,
-    accel: AccelDetector,
-    vms: Mutex<BTreeMap<String, Arc<Slot>>>,
-    metrics: Arc<AgentMetrics>,
+    pub(super) accel: AccelDetector,
+    pub(super) vms: Mutex<BTreeMap<String, Arc<Slot>>>,
+    pub(super) metrics: Arc<AgentMetrics>,
+    /// Migrations in progress, by VM (the final report is kept in the record).
+    pub(super) migrations: Mutex<BTreeMap<String, crate::migrate::MigrationReport>>,
 }
 
 /// The VMs of this host. Cheap to clone; clones share everything.
@@ -148,6 +168,7 @@ impl VmManager {
                 accel,
                 vms: Mutex::default(),
                 metrics,
+                migrations: Mutex::default(),
             }),
         };
         super::recover::load(&manager).await?;
@@ -360,7 +381,7 @@ impl VmManager {
     }
 
     /// Takes the operation lock; a VM deleted while we waited is reported as unknown.
-    async fn lock_live<'a>(
+    pub(super) async fn lock_live<'a>(
         &self,
         slot: &'a Slot,
         name: &str,
@@ -372,7 +393,7 @@ impl VmManager {
         Ok(vm)
     }
 
-    fn qmp_of(
+    pub(super) fn qmp_of(
         &self,
         vm: &Vm,
         name: &str,
@@ -389,7 +410,7 @@ impl VmManager {
     }
 
     /// A QMP command failed: if QEMU is gone, the VM is Failed now; the error goes back.
-    fn qmp_failed(
+    pub(super) fn qmp_failed(
         &self,
         slot: &Slot,
         vm: &mut Vm,
@@ -484,7 +505,7 @@ impl VmManager {
     }
 
     /// Sets the per-VM state gauges and the per-state counts from the snapshots.
-    fn publish_metrics(&self) {
+    pub(super) fn publish_metrics(&self) {
         let records: Vec<VmRecord> = lock(&self.inner.vms)
             .values()
             .map(|slot| lock(&slot.snapshot).clone())
@@ -534,13 +555,13 @@ async fn press_power_button(
     }
 }
 
-fn disconnected() -> QmpError {
+pub(super) fn disconnected() -> QmpError {
     QmpError::Disconnected {
         command: "none (QEMU is not running)".into(),
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

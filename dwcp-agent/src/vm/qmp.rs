@@ -293,6 +293,28 @@ impl QmpClient {
         self.execute("query-migrate", None).await
     }
 
+    /// `migrate_cancel`: cancels the outgoing migration (the VM keeps running).
+    pub async fn migrate_cancel(&self) -> Result<(), QmpError> {
+        self.execute("migrate_cancel", None).await.map(drop)
+    }
+
+    /// `migrate-set-capabilities`: turns each named capability on or off.
+    pub async fn migrate_set_capabilities(
+        &self,
+        capabilities: &[(&str, bool)],
+    ) -> Result<(), QmpError> {
+        let list: Vec<Value> = capabilities
+            .iter()
+            .map(|(name, state)| json!({ "capability": name, "state": state }))
+            .collect();
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": list })),
+        )
+        .await
+        .map(drop)
+    }
+
     /// `migrate-set-parameters` with the given parameter object.
     pub async fn migrate_set_parameters(&self, parameters: Value) -> Result<(), QmpError> {
         self.execute("migrate-set-parameters", Some(parameters))

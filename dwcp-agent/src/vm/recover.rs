@@ -4,7 +4,8 @@
 //! A record that says Running, Paused or Migrating is re-attached when its pidfile names
 //! a live QEMU of this VM whose QMP answers; its state is then what QEMU reports. Else it
 //! is marked Failed with the reason. A record without a process whose QEMU still runs
-//! (the agent stopped in the middle of a start or stop) has that orphan QEMU killed.
+//! (the agent stopped in the middle of a start or stop) has that orphan QEMU killed. A
+//! VM whose incoming migration had not completed is removed with its QEMU.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +30,16 @@ pub async fn load(manager: &VmManager) -> Result<(), VmError> {
     for mut record in records {
         let paths = store.paths(&record.spec.name);
         let attached = attach(&paths).await;
+        if is_unfinished_incoming(&record) {
+            // Its source gave up when this agent went away (the control connection
+            // closed): a half-received VM is never resumed.
+            if let Ok((process, _, _)) = attached {
+                process.kill();
+            }
+            tracing::warn!(vm = %record.spec.name, "Removing a VM whose incoming migration never completed");
+            store.remove(&record.spec.name)?;
+            continue;
+        }
         let runtime_parts = if record.state.has_process() {
             match attached {
                 Ok((process, qmp, status)) => match qemu_state(&status) {
@@ -90,6 +101,15 @@ impl VmManager {
         let runtime = self.watch(&slot, process, qmp);
         slot.vm.lock().await.runtime = Some(runtime);
     }
+}
+
+/// A VM this host was receiving when the previous agent stopped.
+fn is_unfinished_incoming(record: &VmRecord) -> bool {
+    record.state == VmState::Migrating
+        && record
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.direction == crate::migrate::Direction::Incoming)
 }
 
 /// QEMU's run status as our state, if it is one we can continue from.

@@ -50,7 +50,29 @@ pub async fn launch(
     paths: &VmPaths,
     timeout: Duration,
 ) -> Result<(Arc<QemuProcess>, Arc<QmpClient>), String> {
-    let args = qemu_args(spec, accel, paths);
+    launch_with(qemu, spec, accel, paths, timeout, None).await
+}
+
+/// Like [`launch`], but with `incoming` (a unix socket path) QEMU waits for an incoming
+/// migration there (`-incoming unix:PATH`) and must report status `inmigrate`.
+pub async fn launch_with(
+    qemu: &Path,
+    spec: &VmSpec,
+    accel: Accel,
+    paths: &VmPaths,
+    timeout: Duration,
+    incoming: Option<&Path>,
+) -> Result<(Arc<QemuProcess>, Arc<QmpClient>), String> {
+    let mut args = qemu_args(spec, accel, paths);
+    let expected = match incoming {
+        Some(socket) => {
+            let _ = std::fs::remove_file(socket);
+            args.push("-incoming".into());
+            args.push(format!("unix:{}", socket.display()));
+            "inmigrate"
+        }
+        None => "running",
+    };
     let _ = std::fs::remove_file(&paths.serial);
     let process =
         Arc::new(QemuProcess::spawn(qemu, &args, paths).map_err(|e| crate::error_chain(&e))?);
@@ -64,7 +86,7 @@ pub async fn launch(
     };
     let status = qmp.query_status().await;
     match status {
-        Ok(status) if status == "running" => Ok((process, Arc::new(qmp))),
+        Ok(status) if status == expected => Ok((process, Arc::new(qmp))),
         Ok(status) => {
             process.kill();
             Err(format!("QEMU started but reports status {status:?}"))

@@ -4,6 +4,7 @@
 //! Creating --start--> Running <--pause/resume--> Paused
 //! Running|Paused --stop--> Stopped --start--> Running
 //! Running|Paused --begin_migration--> Migrating --finish--> Stopped, --abort--> Running
+//! Creating --receive_migration--> Migrating --arrive--> Running   (destination side)
 //! Creating|Stopped|Failed --delete--> Deleted
 //! any state but Deleted --fail--> Failed(reason) --start--> Running
 //! ```
@@ -52,6 +53,10 @@ pub enum Action {
     FinishMigration,
     /// Migration failed or was cancelled: the source runs on.
     AbortMigration,
+    /// Destination: a new VM waits for an incoming migration.
+    ReceiveMigration,
+    /// Destination: the incoming migration completed; the VM runs here now.
+    ArriveMigration,
     /// QEMU died or misbehaved.
     Fail(String),
 }
@@ -108,7 +113,8 @@ impl VmState {
             (S::Creating | S::Stopped | S::Failed(_), A::Delete) => S::Deleted,
             (S::Running | S::Paused, A::BeginMigration) => S::Migrating,
             (S::Migrating, A::FinishMigration) => S::Stopped,
-            (S::Migrating, A::AbortMigration) => S::Running,
+            (S::Migrating, A::AbortMigration | A::ArriveMigration) => S::Running,
+            (S::Creating, A::ReceiveMigration) => S::Migrating,
             (state, A::Fail(reason)) if *state != S::Deleted => S::Failed(reason.clone()),
             _ => {
                 return Err(TransitionError {
@@ -142,6 +148,8 @@ impl Action {
             Self::BeginMigration => "migrate",
             Self::FinishMigration => "finish migrating",
             Self::AbortMigration => "abort migrating",
+            Self::ReceiveMigration => "receive a migration",
+            Self::ArriveMigration => "complete an incoming migration",
             Self::Fail(_) => "fail",
         }
     }
@@ -178,12 +186,14 @@ mod tests {
             A::BeginMigration,
             A::FinishMigration,
             A::AbortMigration,
+            A::ReceiveMigration,
+            A::ArriveMigration,
             A::Fail("boom".into()),
         ];
         let f = || Some(S::Failed("boom".into()));
         // Rows: states in the order above; columns: actions in the order above.
-        let expected: [[Option<S>; 9]; 7] = [
-            // start pause resume stop delete migrate finish abort fail
+        let expected: [[Option<S>; 11]; 7] = [
+            // start pause resume stop delete migrate finish abort receive arrive fail
             [
                 Some(S::Running),
                 None,
@@ -192,6 +202,8 @@ mod tests {
                 Some(S::Deleted),
                 None,
                 None,
+                None,
+                Some(S::Migrating),
                 None,
                 f(),
             ], // creating
@@ -202,6 +214,8 @@ mod tests {
                 Some(S::Stopped),
                 None,
                 Some(S::Migrating),
+                None,
+                None,
                 None,
                 None,
                 f(),
@@ -215,6 +229,8 @@ mod tests {
                 Some(S::Migrating),
                 None,
                 None,
+                None,
+                None,
                 f(),
             ], // paused
             [
@@ -223,6 +239,8 @@ mod tests {
                 None,
                 None,
                 Some(S::Deleted),
+                None,
+                None,
                 None,
                 None,
                 None,
@@ -237,6 +255,8 @@ mod tests {
                 None,
                 Some(S::Stopped),
                 Some(S::Running),
+                None,
+                Some(S::Running),
                 f(),
             ], // migrating
             [
@@ -248,9 +268,13 @@ mod tests {
                 None,
                 None,
                 None,
+                None,
+                None,
                 f(),
             ], // failed
-            [None, None, None, None, None, None, None, None, None], // deleted
+            [
+                None, None, None, None, None, None, None, None, None, None, None,
+            ], // deleted
         ];
         for (state, row) in states.iter().zip(&expected) {
             for (action, want) in actions.iter().zip(row) {

@@ -48,6 +48,8 @@ pub enum StopMethod {
     QmpQuit,
     /// QEMU did not quit; it was killed.
     Killed,
+    /// The VM was migrated away; this host's QEMU quit after the destination took over.
+    Migrated,
 }
 
 /// Everything the agent remembers about one VM.
@@ -76,6 +78,9 @@ pub struct VmRecord {
     pub stopped_by: Option<StopMethod>,
     /// The last error an operation met (kept after recovery, for diagnosis).
     pub last_error: Option<String>,
+    /// The last migration of this VM, from or to this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<crate::migrate::MigrationReport>,
 }
 
 impl VmRecord {
@@ -94,6 +99,7 @@ impl VmRecord {
             updated_at_ms: now,
             stopped_by: None,
             last_error: None,
+            migration: None,
         }
     }
 }

@@ -1,0 +1,114 @@
+//! The source agent's control connection to the destination agent for one migration
+//! (blocking; run it on a blocking thread).
+//!
+//! It is the same PSK-authenticated control connection as a transfer's, carrying the
+//! migration messages of [`Control`]: `MigratePrepare` → `MigrateReady` (or `Abort`),
+//! later `MigrateCommit` → `MigrateDone` (or `Abort`). The destination holds its
+//! half-started VM exactly as long as this connection is open without a commit: closing
+//! it (or this process dying) makes the destination roll back.
+
+use std::{
+    net::{Shutdown, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use super::{MigrateError, MigrationMode};
+use crate::{
+    amst::AmstError,
+    protocol::{
+        ProtocolError,
+        frame::{FrameReader, FrameWriter},
+        handshake::{self, Psk, Role},
+        messages::{self, Control, MAX_CONTROL_LEN},
+    },
+    vm::VmSpec,
+};
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the destination may take to start its QEMU, or to take the VM over.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An open migration conversation with the destination agent.
+#[derive(Debug)]
+pub struct Channel {
+    addr: SocketAddr,
+    reader: FrameReader<TcpStream>,
+    writer: FrameWriter<TcpStream>,
+}
+
+impl Channel {
+    /// Connects and authenticates, sends `MigratePrepare` and waits for `MigrateReady`.
+    pub fn prepare(
+        addr: SocketAddr,
+        psk: &Psk,
+        spec: &VmSpec,
+        stream: &str,
+        mode: MigrationMode,
+        accel: crate::vm::accel::Accel,
+    ) -> Result<Self, MigrateError> {
+        let connect = |source: AmstError| MigrateError::Connect { addr, source };
+        let mut tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .map_err(|source| connect(AmstError::Connect { addr, source }))?;
+        let io = |e: std::io::Error| connect(AmstError::Protocol(ProtocolError::Io(e)));
+        tcp.set_nodelay(true).map_err(io)?;
+        tcp.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        handshake::client(&mut tcp, psk, Role::Control).map_err(|e| connect(e.into()))?;
+        let mut channel = Self {
+            addr,
+            reader: FrameReader::new(tcp.try_clone().map_err(io)?, MAX_CONTROL_LEN),
+            writer: FrameWriter::new(tcp),
+        };
+        let prepare = Control::MigratePrepare {
+            vm: spec.clone(),
+            stream: stream.to_owned(),
+            mode,
+            resume: true,
+            accel,
+        };
+        messages::send(&mut channel.writer, &prepare).map_err(|e| connect(e.into()))?;
+        match messages::recv(&mut channel.reader).map_err(|e| connect(e.into()))? {
+            Control::MigrateReady => Ok(channel),
+            Control::Abort { reason } => Err(MigrateError::Refused(reason)),
+            other => Err(MigrateError::Refused(format!(
+                "it answered {} instead of migrate_ready",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// The destination's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `MigrateCommit` and waits for `MigrateDone`; returns the destination QEMU's
+    /// run state, or why the destination could not take the VM over.
+    pub fn commit(&mut self) -> Result<String, String> {
+        messages::send(&mut self.writer, &Control::MigrateCommit)
+            .map_err(|e| format!("Cannot send the commit: {}", crate::error_chain(&e)))?;
+        match messages::recv(&mut self.reader) {
+            Ok(Control::MigrateDone { status }) => Ok(status),
+            Ok(Control::Abort { reason }) => Err(format!("Destination gave up: {reason}")),
+            Ok(other) => Err(format!(
+                "Destination answered {} instead of migrate_done",
+                other.kind()
+            )),
+            Err(e) => Err(format!(
+                "Lost the destination agent while it took the VM over: {}",
+                crate::error_chain(&e)
+            )),
+        }
+    }
+
+    /// Tells the destination to roll back (best effort) and closes the connection.
+    pub fn abort(mut self, reason: &str) {
+        let _ = messages::send(
+            &mut self.writer,
+            &Control::Abort {
+                reason: reason.to_owned(),
+            },
+        );
+        let _ = self.writer.get_ref().shutdown(Shutdown::Both);
+    }
+}

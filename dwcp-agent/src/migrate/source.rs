@@ -1,0 +1,360 @@
+//! The source agent's side: from the API request to the VM running on the destination,
+//! or back to running here.
+//!
+//! [`start`] checks the request, puts the VM in Migrating and has the destination agent
+//! prepare (its QEMU waiting with `-incoming`); any refusal up to there is returned to
+//! the client and the VM runs on untouched. The rest runs as a task ([`drive`]): QEMU
+//! migrates to a unix socket of this agent, whose bytes [`send_stream`] carries to the
+//! destination; `query-migrate` is polled every 500 ms for progress; once QEMU reports
+//! `completed` and the stream is verified, the destination is told to commit and the
+//! VM here ends Stopped ("migrated"). Any failure before the destination confirmed
+//! cancels QEMU's migration, continues the guest here and tells the destination to
+//! discard its copy.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{
+    Direction, MigrateError, MigrateRequest, MigrationMode, MigrationProgress, MigrationReport,
+    Phase, channel::Channel, metrics, mode::codec_choice, warm::WarmPolicy,
+};
+use crate::{
+    amst::{
+        sender::{Hooks, SendOptions, StreamCount},
+        stream::send::send_stream,
+    },
+    protocol::handshake::Psk,
+    vm::{VmManager, outgoing::OutgoingVm},
+};
+
+/// How often QEMU's migration status is read.
+const POLL: Duration = Duration::from_millis(500);
+/// Default data streams.
+const DEFAULT_STREAMS: usize = 8;
+/// Default time limit of a migration.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long QEMU may take to connect to the agent's migration socket.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// QEMU's bandwidth cap during migration: far above any link (the default 128 MiB/s
+/// would be the bottleneck).
+const MAX_BANDWIDTH: u64 = 100 << 30;
+/// QEMU's downtime limit: the live target, and QEMU's default.
+const DOWNTIME_LIMIT_MS: u64 = 300;
+/// Warm: a limit QEMU cannot meet while the guest dirties memory, so that the switch-over
+/// happens when the agent pauses the guest (see [`WarmPolicy`]), not at a downtime target.
+const WARM_DOWNTIME_LIMIT_MS: u64 = 1;
+
+/// A checked request.
+#[derive(Clone, Debug)]
+struct Settings {
+    addr: SocketAddr,
+    psk: Psk,
+    mode: MigrationMode,
+    options: SendOptions,
+    timeout: Duration,
+}
+
+/// Checks `request`, prepares the destination and starts migrating VM `name`; returns
+/// the report as the migration begins (follow it with [`VmManager::migration`]).
+pub async fn start(
+    manager: &VmManager,
+    name: &str,
+    request: MigrateRequest,
+) -> Result<MigrationReport, MigrateError> {
+    let settings = settings(manager, &request).await?;
+    let spec = manager.status(name)?.record.spec;
+    if spec.disk.is_some() {
+        return Err(MigrateError::LocalDisk(
+            name.to_owned(),
+            settings.mode.as_str(),
+        ));
+    }
+    let mut report = MigrationReport::new(
+        Direction::Outgoing,
+        request.to.clone(),
+        settings.mode,
+        request.codec.clone(),
+    );
+    let vm = manager.begin_migration(name, report.clone()).await?;
+    let stream = format!("{name}.migration");
+    let prepared = {
+        let (spec, psk, stream, addr, mode, accel) = (
+            vm.spec.clone(),
+            settings.psk.clone(),
+            stream.clone(),
+            settings.addr,
+            settings.mode,
+            vm.accel,
+        );
+        tokio::task::spawn_blocking(move || {
+            Channel::prepare(addr, &psk, &spec, &stream, mode, accel)
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(MigrateError::Refused(format!(
+                "preparation crashed: {join}"
+            )))
+        })
+    };
+    let channel = match prepared {
+        Ok(channel) => channel,
+        Err(err) => {
+            report.finish(Phase::RolledBack, Some(crate::error_chain(&err)));
+            if let Err(rollback) = manager.abort_migration(name, report).await {
+                tracing::error!(vm = %name, error = %crate::error_chain(&rollback), "Cannot restore the VM after a refused migration");
+            }
+            return Err(err);
+        }
+    };
+    report.phase = Phase::Transferring;
+    manager.update_migration(name, &report);
+    tracing::info!(vm = %name, to = %request.to, mode = settings.mode.as_str(), "Migration started");
+    tokio::spawn(drive(
+        manager.clone(),
+        name.to_owned(),
+        vm,
+        channel,
+        stream,
+        settings,
+        report.clone(),
+    ));
+    Ok(report)
+}
+
+async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Settings, MigrateError> {
+    let codec = codec_choice(&request.codec).map_err(MigrateError::Request)?;
+    let streams = request.streams.unwrap_or(DEFAULT_STREAMS);
+    if !crate::amst::STREAM_RANGE.contains(&streams) {
+        return Err(MigrateError::Request(format!(
+            "streams {streams} is outside 1..=256"
+        )));
+    }
+    let bad = |reason: String| MigrateError::Destination {
+        to: request.to.clone(),
+        reason,
+    };
+    let addr = tokio::net::lookup_host(&request.to)
+        .await
+        .map_err(|e| bad(format!("{e} (expected HOST:PORT)")))?
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".into()))?;
+    let psk_file = request
+        .psk_file
+        .clone()
+        .or_else(|| manager.migration_psk_file())
+        .ok_or_else(|| {
+            MigrateError::Psk(
+                "give psk_file, or set transport.psk_file in the agent's configuration".into(),
+            )
+        })?;
+    let key = std::fs::read(&psk_file)
+        .map_err(|e| MigrateError::Psk(format!("cannot read {}: {e}", psk_file.display())))?;
+    let psk =
+        Psk::new(&key).map_err(|e| MigrateError::Psk(format!("{}: {e}", psk_file.display())))?;
+    Ok(Settings {
+        addr,
+        psk,
+        mode: request.mode,
+        options: SendOptions {
+            streams: StreamCount::Fixed(streams),
+            codec,
+            ..SendOptions::default()
+        },
+        timeout: request
+            .timeout_seconds
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+    })
+}
+
+/// Runs the migration to its end and records the outcome.
+async fn drive(
+    manager: VmManager,
+    name: String,
+    vm: OutgoingVm,
+    channel: Channel,
+    stream: String,
+    settings: Settings,
+    mut report: MigrationReport,
+) {
+    let outcome = match transfer(&manager, &name, &vm, &stream, &settings, &mut report).await {
+        Ok(()) => commit(&manager, &name, channel, &mut report).await,
+        Err(reason) => {
+            let _ = vm.qmp.migrate_cancel().await;
+            abort_channel(channel, reason.clone()).await;
+            Err(reason)
+        }
+    };
+    match outcome {
+        Ok(status) => {
+            report.finish(Phase::Completed, None);
+            metrics::finished(manager.metrics(), &name, &report);
+            tracing::info!(vm = %name, to = %report.peer, %status, seconds = ?report.total_seconds, "Migration completed");
+            if let Err(err) = manager.finish_migration(&name, report).await {
+                tracing::error!(vm = %name, error = %crate::error_chain(&err), "Cannot record the completed migration");
+            }
+        }
+        Err(reason) => {
+            report.finish(Phase::RolledBack, Some(reason));
+            metrics::finished(manager.metrics(), &name, &report);
+            if let Err(err) = manager.abort_migration(&name, report).await {
+                tracing::error!(vm = %name, error = %crate::error_chain(&err), "Cannot record the rolled back migration");
+            }
+        }
+    }
+}
+
+/// Asks the destination to take the VM over; returns its QEMU's run state.
+async fn commit(
+    manager: &VmManager,
+    name: &str,
+    mut channel: Channel,
+    report: &mut MigrationReport,
+) -> Result<String, String> {
+    report.phase = Phase::Committing;
+    manager.update_migration(name, report);
+    let (channel, result) = tokio::task::spawn_blocking(move || {
+        let result = channel.commit();
+        (channel, result)
+    })
+    .await
+    .map_err(|join| format!("The commit crashed: {join}"))?;
+    match result {
+        Ok(status) => Ok(status),
+        Err(reason) => {
+            abort_channel(channel, reason.clone()).await;
+            Err(reason)
+        }
+    }
+}
+
+async fn abort_channel(channel: Channel, reason: String) {
+    let _ = tokio::task::spawn_blocking(move || channel.abort(&reason)).await;
+}
+
+/// Sets QEMU up for the mode, starts its migration into the AMST stream and follows it
+/// until QEMU completed and the destination verified every byte.
+async fn transfer(
+    manager: &VmManager,
+    name: &str,
+    vm: &OutgoingVm,
+    stream: &str,
+    settings: &Settings,
+    report: &mut MigrationReport,
+) -> Result<(), String> {
+    let qmp = &vm.qmp;
+    let qmp_err = |e: crate::vm::qmp::QmpError| crate::error_chain(&e);
+    qmp.migrate_set_capabilities(&[("auto-converge", settings.mode == MigrationMode::Live)])
+        .await
+        .map_err(qmp_err)?;
+    qmp.migrate_set_parameters(json!({
+        "max-bandwidth": MAX_BANDWIDTH,
+        "downtime-limit": match settings.mode {
+            MigrationMode::Warm => WARM_DOWNTIME_LIMIT_MS,
+            MigrationMode::Live | MigrationMode::Cold => DOWNTIME_LIMIT_MS,
+        },
+    }))
+    .await
+    .map_err(qmp_err)?;
+    if settings.mode == MigrationMode::Cold {
+        qmp.stop().await.map_err(qmp_err)?;
+        report.paused_by_agent = true;
+    }
+    let socket = vm.dir.join("migrate-out.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("Cannot listen on {}: {e}", socket.display()))?;
+    qmp.migrate(&format!("unix:{}", socket.display()))
+        .await
+        .map_err(qmp_err)?;
+    let accepted = tokio::time::timeout(ACCEPT_TIMEOUT, listener.accept()).await;
+    let _ = std::fs::remove_file(&socket);
+    let source = match accepted {
+        Ok(Ok((conn, _))) => conn
+            .into_std()
+            .and_then(|c| c.set_nonblocking(false).map(|()| c))
+            .map_err(|e| format!("Cannot take QEMU's migration connection: {e}"))?,
+        Ok(Err(e)) => return Err(format!("Cannot accept QEMU's migration connection: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "QEMU did not connect to the migration socket within {ACCEPT_TIMEOUT:?}"
+            ));
+        }
+    };
+    let wire = Arc::new(AtomicU64::new(0));
+    let mut sender = Some({
+        let (wire, stream, addr) = (Arc::clone(&wire), stream.to_owned(), settings.addr);
+        let (psk, options) = (settings.psk.clone(), settings.options.clone());
+        tokio::task::spawn_blocking(move || {
+            let on_progress = |p: crate::amst::sender::Progress| {
+                wire.store(p.done_bytes, Ordering::Relaxed);
+            };
+            let hooks = Hooks {
+                on_stream: None,
+                on_progress: Some(&on_progress),
+            };
+            send_stream(source, &stream, addr, &psk, &options, &hooks)
+        })
+    });
+    let deadline = Instant::now() + settings.timeout;
+    let mut warm = WarmPolicy::default();
+    let mut sent = false;
+    let mut ticker = tokio::time::interval(POLL);
+    loop {
+        ticker.tick().await;
+        if let Some(handle) = sender.take_if(|h| h.is_finished()) {
+            match handle.await {
+                Ok(Ok(summary)) => {
+                    report.wire_bytes = report.wire_bytes.max(wire.load(Ordering::Relaxed));
+                    tracing::info!(vm = %name, bytes = summary.bytes, wire = report.wire_bytes, "Migration stream verified by the destination");
+                    sent = true;
+                }
+                Ok(Err(err)) => {
+                    return Err(format!(
+                        "The AMST stream failed: {}",
+                        crate::error_chain(&err)
+                    ));
+                }
+                Err(join) => return Err(format!("The AMST sender crashed: {join}")),
+            }
+        }
+        let reply = qmp.query_migrate().await.map_err(qmp_err)?;
+        let progress = MigrationProgress::from_query(&reply);
+        report.wire_bytes = report.wire_bytes.max(wire.load(Ordering::Relaxed));
+        report.progress = Some(progress.clone());
+        manager.update_migration(name, report);
+        metrics::progress(manager.metrics(), name, report);
+        match progress.status.as_str() {
+            "completed" if sent => return Ok(()),
+            "failed" | "cancelled" | "cancelling" => {
+                return Err(format!(
+                    "QEMU's migration {}: {}",
+                    progress.status,
+                    progress.error.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            _ => {}
+        }
+        if settings.mode == MigrationMode::Warm
+            && !report.paused_by_agent
+            && warm.should_pause(&progress)
+        {
+            qmp.stop().await.map_err(qmp_err)?;
+            report.paused_by_agent = true;
+            tracing::info!(vm = %name, round = progress.round, remaining = progress.remaining_bytes, "Warm migration: guest paused for the final sync");
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "The migration did not complete within {:?} (QEMU status {}, round {}, {} bytes remaining)",
+                settings.timeout, progress.status, progress.round, progress.remaining_bytes
+            ));
+        }
+    }
+}
