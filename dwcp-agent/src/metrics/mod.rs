@@ -341,6 +341,23 @@ mod tests {
                 state: "running".into(),
             })
             .set(1);
+        let vm = VmLabels { vm: "v".into() };
+        let m = &metrics.migration;
+        for family in [
+            &m.round,
+            &m.remaining_bytes,
+            &m.transferred_bytes,
+            &m.wire_bytes,
+            &m.dirty_rate,
+        ] {
+            family.get_or_create(&vm).set(1);
+        }
+        m.expected_downtime.get_or_create(&vm).set(0.1);
+        m.finished
+            .get_or_create(&OutcomeLabels {
+                outcome: "completed".into(),
+            })
+            .inc();
         let text = metrics.encode();
         assert!(text.contains("dwcp_vms{state=\"failed\"} 0"), "{text}");
         assert!(text.contains("dwcp_vm_start_seconds_count 0"), "{text}");

@@ -105,12 +105,11 @@ impl VmManager {
     ) -> Result<(), VmError> {
         let slot = self.slot(name)?;
         let mut vm = slot.vm.lock().await;
-        if let Some(runtime) = vm.runtime.take() {
-            if runtime.qmp.quit().await.is_err()
-                || !runtime.process.wait_exit(Duration::from_secs(5)).await
-            {
-                runtime.process.kill();
-            }
+        if let Some(runtime) = vm.runtime.take()
+            && (runtime.qmp.quit().await.is_err()
+                || !runtime.process.wait_exit(Duration::from_secs(5)).await)
+        {
+            runtime.process.kill();
         }
         if let Ok(next) = vm.record.state.apply(&Action::FinishMigration) {
             vm.record.state = next;
