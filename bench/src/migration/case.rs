@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use dwcp_agent::vm::spec::VmSpec;
 use dwcp_wan::WanLink;
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub enum Method {
     Native,
     /// multifd with 8 channels and zstd compression.
     MultifdZstd,
+    /// Through two dwcp agents: `vm migrate --mode live` (HDE over 8 AMST streams).
+    Dwcp,
 }
 
 impl Method {
@@ -40,6 +42,7 @@ impl Method {
         match self {
             Self::Native => "QEMU native (1 TCP stream)",
             Self::MultifdZstd => "QEMU multifd, 8 channels, zstd",
+            Self::Dwcp => "dwcp live (agents, HDE, 8 AMST streams)",
         }
     }
 }
@@ -64,6 +67,9 @@ pub struct CaseResult {
     pub completed: bool,
     /// QEMU's `total-time`, ms.
     pub total_ms: Option<u64>,
+    /// From the request to the guest running on the destination, ms (dwcp: what
+    /// `vm migrate` took, destination QEMU start included).
+    pub end_to_end_ms: Option<u64>,
     /// QEMU's `downtime`, ms.
     pub downtime_ms: Option<u64>,
     /// RAM bytes QEMU transferred (after its own compression).
@@ -104,6 +110,9 @@ pub async fn run(
         )),
         ..VmSpec::named(name)
     };
+    if method == Method::Dwcp {
+        bail!("The dwcp method runs through agents (migration::dwcp), not here");
+    }
     let mut source =
         Guest::launch("source", link.a(), &dir.join("source"), &spec("src"), None).await?;
     source
@@ -119,8 +128,8 @@ pub async fn run(
         .await?;
     let uri = format!("tcp:{}:{PORT}", link.b().addr);
     let incoming = match method {
-        Method::Native => uri.clone(),
         Method::MultifdZstd => "defer".to_owned(),
+        Method::Native | Method::Dwcp => uri.clone(),
     };
     let mut destination = Guest::launch(
         "destination",

@@ -7,6 +7,7 @@
 //! the downtime limit stays at QEMU's default of 300 ms.
 
 mod case;
+mod dwcp;
 mod qemu;
 
 use std::{path::PathBuf, time::Duration};
@@ -34,12 +35,15 @@ pub struct Options {
     #[arg(long, default_value_t = 16)]
     rate_mib_s: u64,
     /// Methods to run, in order.
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["native", "multifd-zstd"])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["native", "multifd-zstd", "dwcp"])]
     methods: Vec<Method>,
     /// A migration still running after this many seconds is cancelled and reported as
     /// not converging.
     #[arg(long, default_value_t = 240)]
     timeout_s: u64,
+    /// The dwcp-agent binary for the dwcp method [default: target/release/dwcp-agent].
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// Results directory [default: bench/results/<UTC time>-migration].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,14 +70,15 @@ fn opt(v: Option<u64>, scale: f64, digits: usize) -> String {
 
 fn table(cases: &[CaseResult]) -> String {
     let mut out = String::from(
-        "| method | completed | total s | downtime ms | rounds | RAM sent MB | on the wire MB | guest after | error |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| method | completed | total s (QEMU) | end to end s | downtime ms | rounds | RAM sent MB | on the wire MB | guest after | error |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in cases {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |\n",
             c.method,
             if c.completed { "yes" } else { "no" },
             opt(c.total_ms, 1000.0, 1),
+            opt(c.end_to_end_ms, 1000.0, 1),
             opt(c.downtime_ms, 1.0, 0),
             opt(c.rounds, 1.0, 0),
             opt(c.ram_transferred, 1e6, 1),
@@ -114,14 +119,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let link = WanLink::start(&profile)?;
         // QEMU logs and serial consoles stay next to the report.
         let work = out.join(format!("{method:?}").to_lowercase());
-        let result = runtime.block_on(case::run(
-            *method,
-            &link,
-            &image,
-            &shape,
-            &work,
-            Duration::from_secs(options.timeout_s),
-        ))?;
+        let timeout = Duration::from_secs(options.timeout_s);
+        let result = if *method == Method::Dwcp {
+            let agent = crate::agent::require_binary(
+                &options
+                    .agent
+                    .clone()
+                    .unwrap_or_else(crate::agent::default_binary),
+            )?;
+            dwcp::run(&agent, &link, &image, &shape, &work, timeout)?
+        } else {
+            runtime.block_on(case::run(*method, &link, &image, &shape, &work, timeout))?
+        };
         eprintln!(
             "[{}] {}: completed {}, total {} s, downtime {} ms, wire {:.1} MB {}",
             options.profile,

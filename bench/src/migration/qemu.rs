@@ -129,7 +129,7 @@ impl Guest {
     }
 
     /// Waits for a serial line containing `needle` after byte `from`; returns that line.
-    /// A `DWCP-VERIFY FAIL` line or a kernel oops on the way is an error.
+    /// A `DWCP-VERIFY FAIL` line, a kernel oops or QEMU's exit on the way is an error.
     pub async fn wait_serial(
         &mut self,
         needle: &str,
@@ -138,18 +138,8 @@ impl Guest {
     ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = fs::read(&self.serial).unwrap_or_default();
-            let tail = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
-            for line in tail.lines() {
-                if line.contains("DWCP-VERIFY FAIL") {
-                    bail!("The {} guest found its memory corrupt: {line}", self.role);
-                }
-                if KERNEL_CRASH.iter().any(|m| line.contains(m)) {
-                    bail!("The {} guest's kernel crashed: {}", self.role, line.trim());
-                }
-                if line.contains(needle) {
-                    return Ok(line.trim().to_owned());
-                }
+            if let Some(line) = find_serial(&self.serial, self.role, needle, from)? {
+                return Ok(line);
             }
             if let Some(status) = self.child.try_wait()? {
                 bail!("The {} QEMU exited ({status}) before {needle:?}", self.role);
@@ -162,6 +152,50 @@ impl Guest {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The first line after byte `from` of the serial log at `path` that contains `needle`;
+/// a `DWCP-VERIFY FAIL` line or a kernel oops before it is an error.
+fn find_serial(
+    path: &Path,
+    role: &str,
+    needle: &str,
+    from: usize,
+) -> anyhow::Result<Option<String>> {
+    let text = fs::read(path).unwrap_or_default();
+    let tail = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
+    for line in tail.lines() {
+        if line.contains("DWCP-VERIFY FAIL") {
+            bail!("The {role} guest found its memory corrupt: {line}");
+        }
+        if KERNEL_CRASH.iter().any(|m| line.contains(m)) {
+            bail!("The {role} guest's kernel crashed: {}", line.trim());
+        }
+        if line.contains(needle) {
+            return Ok(Some(line.trim().to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Like [`Guest::wait_serial`] for a guest this benchmark did not start (blocking).
+pub fn wait_serial_file(
+    path: &Path,
+    role: &str,
+    needle: &str,
+    from: usize,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(line) = find_serial(path, role, needle, from)? {
+            return Ok(line);
+        }
+        if Instant::now() > deadline {
+            bail!("The {role} guest printed no {needle:?} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
