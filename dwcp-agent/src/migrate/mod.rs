@@ -35,6 +35,7 @@ pub mod destination;
 pub mod error;
 pub mod metrics;
 pub mod mode;
+pub mod pacing;
 pub mod report;
 pub mod source;
 pub mod warm;

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{
     Direction, MigrateError, MigrateRequest, MigrationMode, MigrationProgress, MigrationReport,
-    Phase, channel::Channel, metrics, mode::codec_choice, warm::WarmPolicy,
+    Phase, channel::Channel, metrics, mode::codec_choice, pacing::LinkPacer, warm::WarmPolicy,
 };
 use crate::{
     amst::{
@@ -305,6 +305,7 @@ async fn transfer(
     });
     let deadline = Instant::now() + settings.timeout;
     let mut warm = WarmPolicy::default();
+    let mut pacer = LinkPacer::default();
     let mut sent = false;
     let mut ticker = tokio::time::interval(POLL);
     loop {
@@ -331,6 +332,14 @@ async fn transfer(
         report.progress = Some(progress.clone());
         manager.update_migration(name, report);
         metrics::progress(manager.metrics(), name, report);
+        if progress.status == "active"
+            && let Some(cap) = pacer.cap(Instant::now(), wire.load(Ordering::Relaxed))
+            && let Err(e) = qmp
+                .migrate_set_parameters(json!({ "max-bandwidth": cap }))
+                .await
+        {
+            tracing::warn!(vm = %name, error = %crate::error_chain(&e), "Cannot pace QEMU to the link");
+        }
         match progress.status.as_str() {
             "completed" if sent => return Ok(()),
             "failed" | "cancelled" | "cancelling" => {
