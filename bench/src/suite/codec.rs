@@ -10,7 +10,7 @@ use super::targets::{self, MetricResult, PeerValue, Target};
 use crate::hde_corpus::{self, CorpusReport};
 
 /// Why the codec rows are not measured when there is no corpus.
-pub const NO_CORPUS: &str = "not measured: run `cargo xtask corpus` (no guest-memory corpus)";
+pub const NO_CORPUS: &str = "run `cargo xtask corpus` (no guest-memory corpus)";
 
 /// What the report says about the codec rows' data.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
