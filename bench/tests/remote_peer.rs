@@ -3,10 +3,11 @@
 //! `lan-1g` link; the suite runs in namespace A, so every byte crosses the link, exactly
 //! as it would between two machines prepared as `docs/benchmarks.md` describes.
 
+mod common;
+
 mod privileged {
     use std::{
         net::{SocketAddr, TcpStream},
-        path::{Path, PathBuf},
         process::{Child, Stdio},
         thread,
         time::{Duration, Instant},
@@ -14,23 +15,7 @@ mod privileged {
 
     use dwcp_wan::{LinkProfile, WanLink};
 
-    /// The agent binary the workspace built (debug preferred: the test run builds it).
-    fn agent_binary() -> PathBuf {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-            PathBuf::from,
-        );
-        ["debug", "release"]
-            .iter()
-            .map(|profile| target.join(profile).join("dwcp-agent"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| {
-                panic!(
-                    "No dwcp-agent binary under {}: run `cargo build -p dwcp-agent` first",
-                    target.display()
-                )
-            })
-    }
+    use crate::common::agent_binary;
 
     /// A process on the remote side, killed when the test ends (even by a panic).
     struct Remote(Child);

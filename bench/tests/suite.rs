@@ -1,29 +1,12 @@
 //! End to end: `dwcp-bench suite --suite smoke` runs real agents, iperf3 and socat on
 //! loopback and writes a report whose files exist and parse.
 
-mod privileged {
-    use std::{
-        path::{Path, PathBuf},
-        process::Command,
-    };
+mod common;
 
-    /// The agent binary the workspace built (debug preferred: the test run builds it).
-    fn agent_binary() -> PathBuf {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-            PathBuf::from,
-        );
-        ["debug", "release"]
-            .iter()
-            .map(|profile| target.join(profile).join("dwcp-agent"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| {
-                panic!(
-                    "No dwcp-agent binary under {}: run `cargo build -p dwcp-agent` first",
-                    target.display()
-                )
-            })
-    }
+mod privileged {
+    use std::process::Command;
+
+    use crate::common::agent_binary;
 
     #[test]
     fn smoke_suite_on_loopback_writes_a_report_that_parses() {
