@@ -30,14 +30,31 @@ struct Peer {
     _reaper: QemuReaper,
 }
 
-/// Starts an agent on `dir/<tag>` receiving with the key in `psk`.
+/// Starts an agent on `dir/<tag>` receiving with the key in `psk`, on loopback.
 fn peer(dir: &Path, tag: &str, psk: &Path) -> Peer {
+    start_peer(dir, tag, psk, None)
+}
+
+/// Starts an agent inside `host`'s network namespace of an emulated WAN link, listening
+/// on the host's address.
+fn peer_in(dir: &Path, tag: &str, psk: &Path, host: &dwcp_wan::Host) -> Peer {
+    start_peer(dir, tag, psk, Some(host))
+}
+
+/// Starts an agent on `dir/<tag>`, in `host`'s namespace when given. There its HTTP port
+/// is only reachable inside the namespace, so readiness is its control socket.
+fn start_peer(dir: &Path, tag: &str, psk: &Path, host: Option<&dwcp_wan::Host>) -> Peer {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
     let state_dir = dir.join(tag);
     let receive = state_dir.join("incoming");
     std::fs::create_dir_all(&receive).expect("receive dir");
     let socket = state_dir.join("agent.sock");
-    let listen = format!("127.0.0.1:{}", common::free_port());
+    let addr = host.map_or_else(|| "127.0.0.1".to_owned(), |h| h.addr.to_string());
+    let listen = format!("{addr}:{}", common::free_port());
     let reaper = QemuReaper(state_dir.clone());
+    let netns =
+        host.map(|h| std::fs::File::open(format!("/run/netns/{}", h.netns)).expect("netns file"));
+    let in_netns = netns.is_some();
     let mut agent = common::Agent::start(
         &[
             "--no-probes",
@@ -52,65 +69,23 @@ fn peer(dir: &Path, tag: &str, psk: &Path) -> Peer {
             "--psk-file",
             psk.to_str().expect("utf-8"),
         ],
-        |_| {},
-    );
-    agent.wait_ready();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "No control socket: {}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Peer {
-        agent,
-        state_dir,
-        socket,
-        listen,
-        _reaper: reaper,
-    }
-}
-
-/// Starts an agent inside `host`'s network namespace of an emulated WAN link, listening
-/// on the host's address. Its HTTP port is only reachable inside the namespace, so
-/// readiness is its control socket.
-fn peer_in(dir: &Path, tag: &str, psk: &Path, host: &dwcp_wan::Host) -> Peer {
-    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
-    let state_dir = dir.join(tag);
-    let receive = state_dir.join("incoming");
-    std::fs::create_dir_all(&receive).expect("receive dir");
-    let socket = state_dir.join("agent.sock");
-    let listen = format!("{}:{}", host.addr, common::free_port());
-    let reaper = QemuReaper(state_dir.clone());
-    let netns = std::fs::File::open(format!("/run/netns/{}", host.netns)).expect("netns file");
-    let agent = common::Agent::start(
-        &[
-            "--no-probes",
-            "--listen",
-            &listen,
-            "--state-dir",
-            state_dir.to_str().expect("utf-8"),
-            "--control-socket",
-            socket.to_str().expect("utf-8"),
-            "--receive-dir",
-            receive.to_str().expect("utf-8"),
-            "--psk-file",
-            psk.to_str().expect("utf-8"),
-        ],
         move |cmd| {
-            // SAFETY: setns is async-signal-safe; the closure owns the namespace file.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+            if let Some(netns) = netns {
+                // SAFETY: setns is async-signal-safe; the closure owns the namespace file.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
             }
         },
     );
+    if !in_netns {
+        agent.wait_ready();
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while !socket.exists() {
         assert!(
