@@ -49,6 +49,26 @@ pub enum ProcessError {
 /// Default QEMU binary.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 
+/// The page QEMU's TCG guests get on top of their size, so that migration stays exact.
+///
+/// QEMU before 9.0 (Debian 12 ships 7.2) syncs the migration dirty bitmap of a RAM block
+/// whose size is a multiple of 64 pages through a word-at-a-time fast path that forgets
+/// to re-arm TCG's TLB dirty tracking: stores through already-dirty TLB entries are then
+/// never marked again and pre-copy loses them, so a busy guest resumes with stale pages
+/// and its kernel crashes. Upstream fixed it in 9.0 ("physmem: Fix migration dirty
+/// bitmap coherency with TCG memory access"). One extra 4 KiB page makes the block
+/// unaligned, which sends QEMU down its per-page path that does re-arm the TLB. KVM
+/// tracks dirty pages in the kernel and needs nothing.
+pub const TCG_MIGRATION_PAGE_KIB: u64 = 4;
+
+/// The value for `-m`: the spec's size, plus [`TCG_MIGRATION_PAGE_KIB`] under TCG.
+pub fn memory_arg(memory_mib: u64, accel: Accel) -> String {
+    match accel {
+        Accel::Kvm => memory_mib.to_string(),
+        Accel::Tcg => format!("{}k", memory_mib * 1024 + TCG_MIGRATION_PAGE_KIB),
+    }
+}
+
 /// QEMU's arguments for `spec` under `accel`, with files in `paths`.
 pub fn qemu_args(spec: &VmSpec, accel: Accel, paths: &VmPaths) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -57,7 +77,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel, paths: &VmPaths) -> Vec<String> {
         "-accel",
         accel.as_str(),
         "-m",
-        &spec.memory_mib.to_string(),
+        &memory_arg(spec.memory_mib, accel),
         "-smp",
         &spec.vcpus.to_string(),
         // No default devices (monitor on stdio, VGA, floppy): everything is explicit.
@@ -293,7 +313,7 @@ mod tests {
         let args = qemu_args(&spec, Accel::Tcg, &paths).join(" ");
         for part in [
             "-accel tcg",
-            "-m 512",
+            "-m 524292k",
             "-smp 2",
             "-qmp unix:/s/vms/a/qmp.sock,server=on,wait=off",
             "-serial file:/s/vms/a/serial.log",
@@ -308,6 +328,7 @@ mod tests {
         spec.disk = Some("/d.img".into());
         spec.network = Network::User;
         let args = qemu_args(&spec, Accel::Kvm, &paths).join(" ");
+        assert!(args.contains("-m 512 "), "{args}");
         assert!(args.contains("-drive file=/d.img,if=virtio,format=raw"));
         assert!(args.contains("-nic user"));
         assert!(args.contains("-accel kvm"));
