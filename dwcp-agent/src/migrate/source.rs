@@ -46,6 +46,11 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// QEMU's bandwidth cap during migration: far above any link (the default 128 MiB/s
 /// would be the bottleneck).
 const MAX_BANDWIDTH: u64 = 100 << 30;
+/// Stream block size: a quarter of the file default, so that the blocks in flight
+/// (streams × window × this, 8 MiB with the defaults) stay a fraction of a second of a
+/// WAN link. Whatever is in flight when QEMU stops the guest still has to cross the link
+/// before the destination can resume it.
+const BLOCK_SIZE: usize = 256 << 10;
 /// QEMU's downtime limit: the live target, and QEMU's default.
 const DOWNTIME_LIMIT_MS: u64 = 300;
 /// Warm: a limit QEMU cannot meet while the guest dirties memory, so that the switch-over
@@ -166,6 +171,7 @@ async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Setti
         options: SendOptions {
             streams: StreamCount::Fixed(streams),
             codec,
+            block_size: BLOCK_SIZE,
             ..SendOptions::default()
         },
         timeout: request
@@ -333,7 +339,11 @@ async fn transfer(
         manager.update_migration(name, report);
         metrics::progress(manager.metrics(), name, report);
         if progress.status == "active"
-            && let Some(cap) = pacer.cap(Instant::now(), wire.load(Ordering::Relaxed))
+            && let Some(cap) = pacer.cap(
+                Instant::now(),
+                wire.load(Ordering::Relaxed),
+                progress.transferred_bytes,
+            )
             && let Err(e) = qmp
                 .migrate_set_parameters(json!({ "max-bandwidth": cap }))
                 .await
