@@ -58,6 +58,16 @@ pub struct GuestShape {
     pub rate_mib_s: u64,
 }
 
+impl GuestShape {
+    /// The guest kernel's command line: the `dirty` workload with this shape.
+    pub fn append(&self) -> String {
+        format!(
+            "console=ttyS0 dwcp.workload=dirty dwcp.mem_mib={} dwcp.rate_mib_s={}",
+            self.workload_mib, self.rate_mib_s
+        )
+    }
+}
+
 /// What one migration measured.
 #[derive(Debug, Default, Serialize)]
 pub struct CaseResult {
@@ -82,6 +92,8 @@ pub struct CaseResult {
     pub verify: Option<String>,
     /// Seconds since `migrate` and RAM bytes remaining, per poll.
     pub remaining: Vec<(f64, f64)>,
+    /// dwcp only: from `vm create` to `vm start` returning with the VM Running, ms.
+    pub vm_start_ms: Option<u64>,
     /// Why it did not complete or verify.
     pub error: Option<String>,
 }
@@ -104,10 +116,7 @@ pub async fn run(
         memory_mib: shape.mem_mib,
         kernel: Some(image.kernel.clone()),
         initrd: Some(image.initrd.clone()),
-        append: Some(format!(
-            "console=ttyS0 dwcp.workload=dirty dwcp.mem_mib={} dwcp.rate_mib_s={}",
-            shape.workload_mib, shape.rate_mib_s
-        )),
+        append: Some(shape.append()),
         ..VmSpec::named(name)
     };
     if method == Method::Dwcp {

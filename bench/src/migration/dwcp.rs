@@ -137,10 +137,8 @@ pub fn run(
     let source = Agent::start(agent_binary, link.a(), &dir.join("source"), &psk)?;
     let destination = Agent::start(agent_binary, link.b(), &dir.join("destination"), &psk)?;
     let vm = "bench";
-    let append = format!(
-        "console=ttyS0 dwcp.workload=dirty dwcp.mem_mib={} dwcp.rate_mib_s={}",
-        shape.workload_mib, shape.rate_mib_s
-    );
+    let append = shape.append();
+    let creating = Instant::now();
     source.vm(
         agent_binary,
         &[
@@ -157,6 +155,7 @@ pub fn run(
         ],
     )?;
     source.vm(agent_binary, &["start", vm])?;
+    let vm_start = creating.elapsed();
     let serial = source.serial(vm);
     wait_serial_file(
         &serial,
@@ -195,6 +194,7 @@ pub fn run(
         method: super::case::Method::Dwcp.label().to_owned(),
         wire_bytes: link.stats().a_to_b.bytes.saturating_sub(wire_before),
         end_to_end_ms: Some(end_to_end.as_millis() as u64),
+        vm_start_ms: Some(vm_start.as_millis() as u64),
         ..CaseResult::default()
     };
     let report: Value = match out {

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod codec;
 pub mod evaluate;
 pub mod link;
+pub mod migration;
 pub mod plan;
 pub mod plots;
 pub mod report;
@@ -90,6 +91,10 @@ pub struct Options {
     /// target/dwcp-cache/corpus of this workspace, or $DWCP_CACHE_DIR/corpus].
     #[arg(long, value_name = "DIR")]
     pub corpus: Option<PathBuf>,
+    /// Also run the live-migration rows (QEMU native, multifd+zstd and dwcp migrating a
+    /// 1 GiB TCG guest over wan-1g-50ms-0.1pct, ~5 min); the full suite always does.
+    #[arg(long)]
+    pub migration: bool,
     /// The dwcp-agent binary [default: target/release/dwcp-agent of this workspace].
     #[arg(long)]
     pub agent: Option<PathBuf>,
@@ -271,6 +276,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let corpus = options.corpus.clone().unwrap_or_else(codec::default_dir);
     let (codec_rows, codec) = codec::evaluate(&corpus, options.block_kib * 1024);
     metrics.extend(codec_rows);
+    let (vm_rows, migration) = if options.migration || options.suite == Suite::Full {
+        migration::evaluate(options.agent.clone(), &dir.join("migration"))
+    } else {
+        (
+            migration::not_measured(migration::NOT_ASKED),
+            migration::MigrationData::default(),
+        )
+    };
+    metrics.extend(vm_rows);
     let verdict = targets::verdict(&metrics);
     let report = Report {
         schema_version: report::SCHEMA_VERSION,
@@ -305,6 +319,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         targets: targets::ALL.iter().map(TargetRow::from).collect(),
         metrics,
         codec,
+        migration,
         verdict,
         errors,
     };

@@ -23,6 +23,9 @@ pub enum Comparator {
     /// Strictly smaller.
     #[serde(rename = "<")]
     Less,
+    /// Smaller or equal.
+    #[serde(rename = "<=")]
+    AtMost,
 }
 
 impl Comparator {
@@ -32,6 +35,7 @@ impl Comparator {
             Self::Greater => value > threshold,
             Self::AtLeast => value >= threshold,
             Self::Less => value < threshold,
+            Self::AtMost => value <= threshold,
         }
     }
 }
@@ -42,6 +46,7 @@ impl fmt::Display for Comparator {
             Self::Greater => ">",
             Self::AtLeast => "≥",
             Self::Less => "<",
+            Self::AtMost => "≤",
         })
     }
 }
@@ -215,6 +220,71 @@ pub const VS_IPERF3: Target = Target {
 };
 
 /// The targets table, in report order.
+/// Small-VM live migration time (seed).
+pub const MIGRATION_TIME: Target = Target {
+    id: "vm_migration_time",
+    name: "Live migration time of a small VM",
+    comparator: Comparator::Less,
+    threshold: 30.0,
+    unit: "s",
+    source: Source::Seed,
+    required: true,
+    definition: "QEMU's total-time of `dwcp-agent vm migrate --mode live` of a 1 GiB TCG \
+                 guest dirtying 512 MiB at 16 MiB/s, over wan-1g-50ms-0.1pct \
+                 (`dwcp-bench migration`); the destination guest must report its memory \
+                 intact.",
+};
+/// Live migration downtime (seed).
+pub const MIGRATION_DOWNTIME_SEED: Target = Target {
+    id: "vm_migration_downtime_seed",
+    name: "Live migration downtime (seed)",
+    comparator: Comparator::Less,
+    threshold: 5000.0,
+    unit: "ms",
+    source: Source::Seed,
+    required: true,
+    definition: "QEMU's own downtime figure of the same dwcp live migration.",
+};
+/// Live migration downtime against QEMU's default limit (our goal).
+pub const MIGRATION_DOWNTIME: Target = Target {
+    id: "vm_migration_downtime",
+    name: "Live migration downtime within QEMU's default limit",
+    comparator: Comparator::AtMost,
+    threshold: 300.0,
+    unit: "ms",
+    source: Source::Goal,
+    required: true,
+    definition: "As the seed's downtime row, against QEMU's default downtime-limit of \
+                 300 ms.",
+};
+/// Live migration time against QEMU's own (our goal).
+pub const MIGRATION_SPEEDUP: Target = Target {
+    id: "vm_migration_speedup_vs_qemu",
+    name: "Live migration time, QEMU native over dwcp",
+    comparator: Comparator::AtLeast,
+    threshold: 3.0,
+    unit: "×",
+    source: Source::Goal,
+    required: true,
+    definition: "QEMU's total-time of its own single-stream migration of the same guest \
+                 over the same link in the same run, divided by dwcp's. A native migration \
+                 that does not complete within the time limit counts as the limit (a lower \
+                 bound on the speed-up).",
+};
+/// VM start time (seed).
+pub const VM_START: Target = Target {
+    id: "vm_start_time",
+    name: "VM start time",
+    comparator: Comparator::Less,
+    threshold: 5.0,
+    unit: "s",
+    source: Source::Seed,
+    required: true,
+    definition: "From `dwcp-agent vm create` to `vm start` returning with the VM Running \
+                 (QEMU launched, answering QMP, guest executing), for the migration \
+                 benchmark's 1 GiB guest.",
+};
+
 pub const ALL: &[Target] = &[
     UTILIZATION,
     UTILIZATION_GOAL,
@@ -226,6 +296,11 @@ pub const ALL: &[Target] = &[
     HDE_VS_ZSTD1,
     HDE_ENCODE,
     HDE_ROUND_DELTA,
+    MIGRATION_TIME,
+    MIGRATION_DOWNTIME_SEED,
+    MIGRATION_DOWNTIME,
+    MIGRATION_SPEEDUP,
+    VM_START,
     VS_IPERF3,
 ];
 
@@ -364,8 +439,8 @@ mod tests {
         ALL.iter()
             .map(|t| {
                 let value = match t.comparator {
-                    Comparator::Less => t.threshold - 0.5,
-                    _ => t.threshold + 1.0,
+                    Comparator::Less | Comparator::AtMost => t.threshold - 0.5,
+                    Comparator::Greater | Comparator::AtLeast => t.threshold + 1.0,
                 };
                 MetricResult::measured(t, Some("p"), value, Vec::new())
             })
@@ -378,6 +453,8 @@ mod tests {
         assert!(!Comparator::Greater.holds(70.0, 70.0));
         assert!(!Comparator::Less.holds(1.0, 1.0));
         assert!(Comparator::Less.holds(0.99, 1.0));
+        assert!(Comparator::AtMost.holds(300.0, 300.0));
+        assert!(!Comparator::AtMost.holds(300.1, 300.0));
     }
 
     #[test]

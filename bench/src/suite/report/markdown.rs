@@ -104,6 +104,28 @@ fn codec_section(r: &Report) -> String {
     out
 }
 
+/// What the VM rows were measured on.
+fn migration_section(r: &Report) -> String {
+    let mut out = String::from("\n## VM data\n\n");
+    let Some(command) = &r.migration.command else {
+        let _ = writeln!(out, "Not run: {}.", super::super::migration::NOT_ASKED);
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "`{command}` inside the suite; its own report, QEMU and agent logs and serial \
+         consoles: `{}`.\n",
+        r.migration
+            .dir
+            .as_deref()
+            .map_or_else(|| "—".into(), |d| d.display().to_string())
+    );
+    for line in &r.migration.summary {
+        let _ = writeln!(out, "- {line}");
+    }
+    out
+}
+
 /// Renders the whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -180,6 +202,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "- **{}** (`{}`): {}", t.name, t.id, t.definition);
     }
     out.push_str(&codec_section(r));
+    out.push_str(&migration_section(r));
     out.push_str(
         "\n## Cases\n\n| profile | case | round | streams | seconds | Gbit/s | CPU s sender / receiver | retransmits | PBA idle % | error |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",

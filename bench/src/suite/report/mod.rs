@@ -13,6 +13,7 @@ use super::{
     cases::CaseResult,
     codec::CodecData,
     link::LinkInfo,
+    migration::MigrationData,
     plan::Plan,
     targets::{Comparator, MetricResult, Source, Target, Verdict},
 };
@@ -117,6 +118,9 @@ pub struct Report {
     /// The data of the codec rows (the guest-memory corpus).
     #[serde(default)]
     pub codec: CodecData,
+    /// The data of the VM rows (the migration benchmark).
+    #[serde(default)]
+    pub migration: MigrationData,
     /// Go / No-Go.
     pub verdict: Verdict,
     /// Errors (failed cases, failed set-up); a run with errors fails.
@@ -227,6 +231,11 @@ pub(crate) mod sample {
                     "table-r1.raw after table-r0.raw".into(),
                 ],
                 summary: vec!["full images (1 images, 1024 MiB): HDE ratio 6.00".into()],
+            },
+            migration: MigrationData {
+                command: Some("cargo run --release -p bench -- migration".into()),
+                summary: vec!["dwcp live: completed, total 15.0 s".into()],
+                dir: Some("bench/results/x/migration".into()),
             },
             verdict,
             errors: vec!["copy round 1: socat failed".into()],
