@@ -147,18 +147,22 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
     };
     let p = report.progress.clone().unwrap_or_default();
     format!(
-        "{outcome}\nmode {} codec {}, total {:.2} s, downtime {} (QEMU), rounds {}\n\
-         RAM sent {} by QEMU, {} on the wire ({:.2}x)",
+        "{outcome}\nmode {} codec {}, total {:.2} s, downtime {} (QEMU), {} (guest: stop here \
+         to resume there), rounds {}\nRAM sent {} by QEMU, {} on the wire ({:.2}x)",
         report.mode.as_str(),
         report.codec,
         report.total_seconds.unwrap_or(0.0),
-        p.downtime_ms
-            .map_or_else(|| "-".into(), |ms| format!("{ms} ms")),
+        ms(p.downtime_ms),
+        ms(report.guest_downtime_ms),
         p.round,
         mib(p.transferred_bytes),
         mib(report.wire_bytes),
         p.transferred_bytes as f64 / report.wire_bytes.max(1) as f64,
     )
+}
+
+fn ms(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |ms| format!("{ms} ms"))
 }
 
 fn mib(bytes: u64) -> String {
@@ -186,10 +190,16 @@ mod tests {
             downtime_ms: Some(42),
             ..MigrationProgress::default()
         });
+        report.guest_downtime_ms = Some(97);
         report.finish(Phase::Completed, None);
         let text = summary("vm1", &report);
         assert!(text.starts_with("vm1 migrated to 10.0.0.2:9478"), "{text}");
-        assert!(text.contains("downtime 42 ms (QEMU), rounds 4"), "{text}");
+        assert!(
+            text.contains(
+                "downtime 42 ms (QEMU), 97 ms (guest: stop here to resume there), rounds 4"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("RAM sent 256.0 MiB by QEMU, 64.0 MiB on the wire (4.00x)"),
             "{text}"

@@ -448,6 +448,11 @@ mod privileged {
             report["wire_bytes"]
         );
         assert_eq!(report["phase"], "completed", "{report}");
+        // The guest's own downtime: STOP event here to RESUME there.
+        let guest_downtime = report["guest_downtime_ms"]
+            .as_u64()
+            .expect("guest downtime");
+        eprintln!("MEASURED guest downtime {guest_downtime} ms (STOP to RESUME events)");
         assert_eq!(state_of(&dest.socket, "farther")["state"], "running");
         assert_intact(&dest.state_dir, "farther");
         cli(&dest.socket, &["stop", "farther"]).json();

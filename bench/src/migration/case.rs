@@ -82,6 +82,9 @@ pub struct CaseResult {
     pub end_to_end_ms: Option<u64>,
     /// QEMU's `downtime`, ms.
     pub downtime_ms: Option<u64>,
+    /// The guest's: from QEMU's `STOP` event on the source to `RESUME` on the
+    /// destination (same host clock), ms.
+    pub guest_downtime_ms: Option<u64>,
     /// RAM bytes QEMU transferred (after its own compression).
     pub ram_transferred: Option<u64>,
     /// Pre-copy rounds (`dirty-sync-count`).
@@ -231,6 +234,13 @@ pub async fn run(
             Ok(line) => result.verify = Some(line),
             Err(error) => result.error = Some(format!("{error:#}")),
         }
+        // The guest printed its check, so it has resumed: both events are in.
+        let at =
+            |guest: &Guest, event: &str| guest.qmp.last_event(event).and_then(|e| e.timestamp_us);
+        result.guest_downtime_ms = at(&source, "STOP")
+            .zip(at(&destination, "RESUME"))
+            .and_then(|(stop, resume)| resume.checked_sub(stop))
+            .map(|us| us / 1000);
     }
     Ok(result)
 }

@@ -207,6 +207,7 @@ pub fn run(
     result.completed = report["phase"] == "completed";
     result.total_ms = u64_at(&report, &["progress", "total_time_ms"]);
     result.downtime_ms = u64_at(&report, &["progress", "downtime_ms"]);
+    result.guest_downtime_ms = u64_at(&report, &["guest_downtime_ms"]);
     result.ram_transferred = u64_at(&report, &["progress", "transferred_bytes"]);
     result.rounds = u64_at(&report, &["progress", "round"]);
     if !result.completed {

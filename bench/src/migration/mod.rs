@@ -130,16 +130,17 @@ fn opt(v: Option<u64>, scale: f64, digits: usize) -> String {
 
 fn table(cases: &[CaseResult]) -> String {
     let mut out = String::from(
-        "| method | completed | total s (QEMU) | end to end s | downtime ms | rounds | RAM sent MB | on the wire MB | guest after | VM start s | error |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| method | completed | total s (QEMU) | end to end s | downtime ms (QEMU) | guest downtime ms | rounds | RAM sent MB | on the wire MB | guest after | VM start s | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in cases {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |\n",
             c.method,
             if c.completed { "yes" } else { "no" },
             opt(c.total_ms, 1000.0, 1),
             opt(c.end_to_end_ms, 1000.0, 1),
             opt(c.downtime_ms, 1.0, 0),
+            opt(c.guest_downtime_ms, 1.0, 0),
             opt(c.rounds, 1.0, 0),
             opt(c.ram_transferred, 1e6, 1),
             c.wire_bytes as f64 / 1e6,

@@ -67,7 +67,8 @@ fn line(c: &CaseResult) -> String {
     let s =
         |v: Option<u64>, scale: f64| v.map_or("—".into(), |v| format!("{:.1}", v as f64 / scale));
     format!(
-        "{}: {}, total {} s, downtime {} ms, {:.0} MB on the wire, guest after: {}{}",
+        "{}: {}, total {} s, downtime {} ms (QEMU) / {} ms (guest: STOP to RESUME), \
+         {:.0} MB on the wire, guest after: {}{}",
         c.method,
         if c.completed {
             "completed"
@@ -76,6 +77,7 @@ fn line(c: &CaseResult) -> String {
         },
         s(c.total_ms, 1000.0),
         s(c.downtime_ms, 1.0),
+        s(c.guest_downtime_ms, 1.0),
         c.wire_bytes as f64 / 1e6,
         c.verify.as_deref().unwrap_or("—"),
         c.error

@@ -106,6 +106,9 @@ pub struct Progress {
     pub done_bytes: u64,
     /// Total bytes.
     pub total_bytes: u64,
+    /// Payload bytes written to the data streams, after the codec (streams); for files,
+    /// which go unencoded, the same as `done_bytes`.
+    pub wire_bytes: u64,
     /// Streams open.
     pub streams: usize,
 }
@@ -258,6 +261,7 @@ pub fn send_file(
             on_progress(Progress {
                 done_bytes: done.min(size),
                 total_bytes: size,
+                wire_bytes: done.min(size),
                 streams: alive,
             });
         }

@@ -29,6 +29,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the destination may take to start its QEMU, or to take the VM over.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What the destination reported once the VM was in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arrived {
+    /// Its QEMU's run state (`running`, or `paused`).
+    pub status: String,
+    /// When the guest resumed there, microseconds since the Unix epoch by its clock.
+    pub resumed_at_us: Option<u64>,
+}
+
 /// An open migration conversation with the destination agent.
 #[derive(Debug)]
 pub struct Channel {
@@ -82,13 +91,19 @@ impl Channel {
         self.addr
     }
 
-    /// Sends `MigrateCommit` and waits for `MigrateDone`; returns the destination QEMU's
-    /// run state, or why the destination could not take the VM over.
-    pub fn commit(&mut self) -> Result<String, String> {
+    /// Sends `MigrateCommit` and waits for `MigrateDone`; returns what the destination
+    /// reported, or why it could not take the VM over.
+    pub fn commit(&mut self) -> Result<Arrived, String> {
         messages::send(&mut self.writer, &Control::MigrateCommit)
             .map_err(|e| format!("Cannot send the commit: {}", crate::error_chain(&e)))?;
         match messages::recv(&mut self.reader) {
-            Ok(Control::MigrateDone { status }) => Ok(status),
+            Ok(Control::MigrateDone {
+                status,
+                resumed_at_us,
+            }) => Ok(Arrived {
+                status,
+                resumed_at_us,
+            }),
             Ok(Control::Abort { reason }) => Err(format!("Destination gave up: {reason}")),
             Ok(other) => Err(format!(
                 "Destination answered {} instead of migrate_done",

@@ -158,8 +158,14 @@ impl ControlHandler for Destination {
                     ARRIVE_TIMEOUT,
                 ));
                 match arrived {
-                    Ok(status) => {
-                        messages::send(writer, &Control::MigrateDone { status })?;
+                    Ok(arrived) => {
+                        messages::send(
+                            writer,
+                            &Control::MigrateDone {
+                                status: arrived.status,
+                                resumed_at_us: arrived.resumed_at_us,
+                            },
+                        )?;
                         Ok(())
                     }
                     Err(err) => {

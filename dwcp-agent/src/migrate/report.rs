@@ -115,6 +115,12 @@ pub struct MigrationReport {
     pub wire_bytes: u64,
     /// Whether the agent paused the guest itself (warm: after pre-copy; cold: first).
     pub paused_by_agent: bool,
+    /// What the guest saw (source side, completed migrations): from QEMU's last `STOP`
+    /// event here to its `RESUME` on the destination, by the two hosts' clocks. QEMU's
+    /// own `downtime` ends when the source has written its last byte, before that byte
+    /// crossed the link and was loaded.
+    #[serde(default)]
+    pub guest_downtime_ms: Option<u64>,
     /// Request to end, seconds.
     pub total_seconds: Option<f64>,
     /// Why it failed (with `RolledBack`).
@@ -135,6 +141,7 @@ impl MigrationReport {
             progress: None,
             wire_bytes: 0,
             paused_by_agent: false,
+            guest_downtime_ms: None,
             total_seconds: None,
             error: None,
         }

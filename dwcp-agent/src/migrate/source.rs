@@ -24,7 +24,12 @@ use serde_json::json;
 
 use super::{
     Direction, MigrateError, MigrateRequest, MigrationMode, MigrationProgress, MigrationReport,
-    Phase, channel::Channel, metrics, mode::codec_choice, pacing::LinkPacer, warm::WarmPolicy,
+    Phase,
+    channel::{Arrived, Channel},
+    metrics,
+    mode::codec_choice,
+    pacing::LinkPacer,
+    warm::WarmPolicy,
 };
 use crate::{
     amst::{
@@ -199,7 +204,15 @@ async fn drive(
         }
     };
     match outcome {
-        Ok(status) => {
+        Ok(arrived) => {
+            let status = arrived.status;
+            // From the guest's last stop here to its resumption there, by the two
+            // hosts' clocks.
+            let stopped_at = vm.qmp.last_event("STOP").and_then(|e| e.timestamp_us);
+            report.guest_downtime_ms = stopped_at
+                .zip(arrived.resumed_at_us)
+                .and_then(|(stop, resume)| resume.checked_sub(stop))
+                .map(|us| us / 1000);
             report.finish(Phase::Completed, None);
             metrics::finished(manager.metrics(), &name, &report);
             tracing::info!(vm = %name, to = %report.peer, %status, seconds = ?report.total_seconds, "Migration completed");
@@ -223,7 +236,7 @@ async fn commit(
     name: &str,
     mut channel: Channel,
     report: &mut MigrationReport,
-) -> Result<String, String> {
+) -> Result<Arrived, String> {
     report.phase = Phase::Committing;
     manager.update_migration(name, report);
     let (channel, result) = tokio::task::spawn_blocking(move || {
@@ -294,13 +307,16 @@ async fn transfer(
             ));
         }
     };
-    let wire = Arc::new(AtomicU64::new(0));
+    // QEMU's bytes handed to the streams (for pacing), and the same after the codec.
+    let (raw, wire) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut sender = Some({
-        let (wire, stream, addr) = (Arc::clone(&wire), stream.to_owned(), settings.addr);
+        let (raw, wire) = (Arc::clone(&raw), Arc::clone(&wire));
+        let (stream, addr) = (stream.to_owned(), settings.addr);
         let (psk, options) = (settings.psk.clone(), settings.options.clone());
         tokio::task::spawn_blocking(move || {
             let on_progress = |p: crate::amst::sender::Progress| {
-                wire.store(p.done_bytes, Ordering::Relaxed);
+                raw.store(p.done_bytes, Ordering::Relaxed);
+                wire.store(p.wire_bytes, Ordering::Relaxed);
             };
             let hooks = Hooks {
                 on_stream: None,
@@ -341,7 +357,7 @@ async fn transfer(
         if progress.status == "active"
             && let Some(cap) = pacer.cap(
                 Instant::now(),
-                wire.load(Ordering::Relaxed),
+                raw.load(Ordering::Relaxed),
                 progress.transferred_bytes,
             )
             && let Err(e) = qmp

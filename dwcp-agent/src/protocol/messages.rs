@@ -84,6 +84,10 @@ pub enum Control {
     MigrateDone {
         /// QEMU run state on the destination (`running`, or `paused`).
         status: String,
+        /// When the guest resumed there (QEMU's `RESUME` event), microseconds since the
+        /// Unix epoch by the destination's clock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_at_us: Option<u64>,
     },
 }
 
@@ -219,6 +223,11 @@ mod tests {
             Control::MigrateCommit,
             Control::MigrateDone {
                 status: "running".into(),
+                resumed_at_us: Some(1_790_000_000_000_000),
+            },
+            Control::MigrateDone {
+                status: "paused".into(),
+                resumed_at_us: None,
             },
         ] {
             assert_eq!(Control::decode(&msg.encode()).unwrap(), msg);

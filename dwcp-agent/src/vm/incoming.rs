@@ -12,7 +12,24 @@ use super::{
     state::{Action, VmState},
     store::{VmRecord, now_ms},
 };
-use crate::migrate::{MigrationReport, Phase};
+use crate::migrate::{MigrationReport, Phase, channel::Arrived};
+
+/// How long the `RESUME` event may trail a `running` status (it is sent as QEMU resumes).
+const RESUME_EVENT_WAIT: Duration = Duration::from_secs(1);
+
+/// When QEMU last resumed the guest, waiting briefly for the event to arrive.
+async fn resumed_at(qmp: &super::qmp::QmpClient) -> Option<u64> {
+    let deadline = tokio::time::Instant::now() + RESUME_EVENT_WAIT;
+    loop {
+        if let Some(at) = qmp.last_event("RESUME").and_then(|e| e.timestamp_us) {
+            return Some(at);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// A VM waiting here for its migration stream.
 #[derive(Clone, Debug)]
@@ -84,13 +101,14 @@ impl VmManager {
 
     /// The source completed: waits (up to `timeout`) until QEMU here has loaded the
     /// whole state, continues the guest if `resume` and it is paused, and marks the VM
-    /// Running. Returns QEMU's run state.
+    /// Running. Returns QEMU's run state and when the guest resumed (QEMU's `RESUME`
+    /// event: QEMU resumes on its own once the state is in when the source was running).
     pub async fn complete_incoming(
         &self,
         name: &str,
         resume: bool,
         timeout: Duration,
-    ) -> Result<String, VmError> {
+    ) -> Result<Arrived, VmError> {
         let slot = self.slot(name)?;
         let mut vm = self.lock_live(&slot, name).await?;
         let qmp = self.qmp_of(&vm, name, "complete the incoming migration")?;
@@ -135,8 +153,16 @@ impl VmManager {
             report.finish(Phase::Completed, None);
         }
         self.save(&slot, &mut vm)?;
+        let resumed_at_us = if status == "running" {
+            resumed_at(&qmp).await
+        } else {
+            None
+        };
         tracing::info!(vm = %name, %status, "Incoming migration completed");
-        Ok(status)
+        Ok(Arrived {
+            status,
+            resumed_at_us,
+        })
     }
 
     /// Rolls an incoming migration back: kills its QEMU and removes the VM (record and

@@ -88,7 +88,29 @@ pub struct QmpEvent {
     pub name: String,
     /// Event data (`null` when absent).
     pub data: Value,
+    /// When QEMU emitted it, in microseconds since the Unix epoch (its `timestamp`).
+    pub timestamp_us: Option<u64>,
 }
+
+impl QmpEvent {
+    /// The event in a QMP message, if it is one.
+    fn parse(message: &Value) -> Option<Self> {
+        let name = message.get("event")?.as_str()?;
+        let stamp = &message["timestamp"];
+        let timestamp_us = match (stamp["seconds"].as_u64(), stamp["microseconds"].as_u64()) {
+            (Some(s), Some(us)) => Some(s * 1_000_000 + us),
+            _ => None,
+        };
+        Some(Self {
+            name: name.to_owned(),
+            data: message.get("data").cloned().unwrap_or(Value::Null),
+            timestamp_us,
+        })
+    }
+}
+
+/// The latest event of each name.
+type Latest = Arc<Mutex<HashMap<String, QmpEvent>>>;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -99,6 +121,7 @@ pub struct QmpClient {
     pending: Pending,
     next_id: AtomicU64,
     events: broadcast::Sender<QmpEvent>,
+    latest: Latest,
     closed: watch::Receiver<bool>,
     timeout: Duration,
     version: String,
@@ -136,10 +159,11 @@ impl QmpClient {
         let pending: Pending = Arc::default();
         let (events, _) = broadcast::channel(256);
         let (closed_tx, closed) = watch::channel(false);
+        let latest = Latest::default();
         tokio::spawn(read_loop(
             lines,
             Arc::clone(&pending),
-            events.clone(),
+            (events.clone(), Arc::clone(&latest)),
             closed_tx,
         ));
         let client = Self {
@@ -147,6 +171,7 @@ impl QmpClient {
             pending,
             next_id: AtomicU64::new(1),
             events,
+            latest,
             closed,
             timeout,
             version,
@@ -166,6 +191,12 @@ impl QmpClient {
     /// A stream of the events that arrive from now on.
     pub fn events(&self) -> broadcast::Receiver<QmpEvent> {
         self.events.subscribe()
+    }
+
+    /// The latest event called `name` since this session began (e.g. when QEMU last
+    /// stopped or resumed the guest).
+    pub fn last_event(&self, name: &str) -> Option<QmpEvent> {
+        lock(&self.latest).get(name).cloned()
     }
 
     /// Whether QEMU has closed the connection.
@@ -327,7 +358,7 @@ impl QmpClient {
 async fn read_loop(
     mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     pending: Pending,
-    events: broadcast::Sender<QmpEvent>,
+    (events, latest): (broadcast::Sender<QmpEvent>, Latest),
     closed: watch::Sender<bool>,
 ) {
     while let Ok(Some(line)) = lines.next_line().await {
@@ -335,11 +366,9 @@ async fn read_loop(
             tracing::warn!(%line, "Ignoring a QMP line that is not JSON");
             continue;
         };
-        if let Some(name) = message.get("event").and_then(Value::as_str) {
-            let _ = events.send(QmpEvent {
-                name: name.to_owned(),
-                data: message.get("data").cloned().unwrap_or(Value::Null),
-            });
+        if let Some(event) = QmpEvent::parse(&message) {
+            lock(&latest).insert(event.name.clone(), event.clone());
+            let _ = events.send(event);
         } else if let Some(id) = message.get("id").and_then(Value::as_u64) {
             if let Some(tx) = lock(&pending).remove(&id) {
                 let _ = tx.send(message);

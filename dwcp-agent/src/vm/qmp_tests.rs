@@ -83,6 +83,23 @@ mod privileged {
             names.push(event.name);
         }
         assert_eq!(names, ["RESUME", "STOP"]);
+        // The latest of each is kept with QEMU's timestamp (host clock, microseconds).
+        let at = |name: &str| {
+            client
+                .last_event(name)
+                .and_then(|e| e.timestamp_us)
+                .unwrap_or_else(|| panic!("no timestamped {name}"))
+        };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(at("RESUME") <= at("STOP"), "resumed after it stopped");
+        assert!(
+            now_us.abs_diff(at("STOP")) < 60_000_000,
+            "not a recent host time"
+        );
+        assert!(client.last_event("SHUTDOWN").is_none());
         // Many requests at once each get their own reply.
         let replies = futures_join(&client, 16).await;
         assert!(replies.iter().all(|s| s == "paused"), "{replies:?}");

@@ -307,6 +307,7 @@ fn wait(
             on_progress(Progress {
                 done_bytes: done,
                 total_bytes: 0,
+                wire_bytes: shared.wire_bytes.load(Ordering::Relaxed),
                 streams: alive,
             });
         }
