@@ -18,12 +18,14 @@
 //!
 //! # Workloads
 //!
-//! - `idle`: fills `mem_mib` once with known content, then only sends heartbeats.
+//! - `idle`: owns no memory and only sends heartbeats: a booted guest at rest.
 //! - `compress`: in tmpfs (`/tmp/dwcp-compress`), writes `mem_mib / 2` of generated text
 //!   per round and archives it together with `/bin` using busybox `tar -czf`, tests the
 //!   archive with `gzip -t`, and keeps archives up to another `mem_mib / 2`.
-//! - `table`: a key/value table of 512-byte records (`mem_mib` of them, with a hash
-//!   index); random records are updated at `rate_mib_s` and every record is checked.
+//! - `table`: a key/value table of 512-byte customer rows (`mem_mib` of them, with a hash
+//!   index): key, version, time, balance, name, status and a note of words, compressible
+//!   as real rows are; random records are updated at `rate_mib_s` and every record is
+//!   checked.
 //! - `dirty`: `mem_mib` of 4 KiB pages; random pages are rewritten at `rate_mib_s` with
 //!   content derived from (page index, generation), the generation of each page is kept,
 //!   and a verifier re-reads all pages without pause and checks each against its expected
@@ -57,6 +59,7 @@ pub mod dirty;
 pub mod heartbeat;
 pub mod memory;
 pub mod pattern;
+pub mod record;
 pub mod table;
 pub mod verify;
 

@@ -85,7 +85,6 @@ fn run(config: Config) -> Result<Infallible, StartError> {
     };
     match config.workload {
         Workload::Idle => {
-            let _pages = Pages::new(mem / PAGE_SIZE);
             ready();
             loop {
                 std::thread::park();

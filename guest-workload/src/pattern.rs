@@ -46,11 +46,25 @@ pub fn check(block: &[u64], id: u64, generation: u32) -> Result<(), Diff> {
 }
 
 /// The generation in `block`'s header, if the header carries the tag.
-fn header_gen(block: &[u64]) -> Option<u32> {
+pub fn header_gen(block: &[u64]) -> Option<u32> {
     let tagged = *block.get(1)?;
     (tagged & !u64::from(u32::MAX) == MAGIC)
         .then(|| u32::try_from(tagged & u64::from(u32::MAX)).ok())
         .flatten()
+}
+
+/// A non-zero xorshift seed for (`id`, `generation`): the splitmix64 finaliser, so that
+/// neighbouring ids and generations get unrelated seeds.
+pub fn seed(id: u64, generation: u32) -> u64 {
+    let generation = u64::from(generation);
+    let mut z = id
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(generation.rotate_left(40) ^ 0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // xorshift must not start at zero.
+    z | 1
 }
 
 /// The words of one block, produced in order.
@@ -66,19 +80,10 @@ struct Stream {
 impl Stream {
     /// The stream of (`id`, `generation`).
     fn new(id: u64, generation: u32) -> Self {
-        let generation = u64::from(generation);
-        // splitmix64 finaliser: neighbouring ids and generations get unrelated seeds.
-        let mut z = id
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(generation.rotate_left(40) ^ 0xD1B5_4A32_D192_ED03);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
         Self {
             id,
-            tagged_gen: MAGIC | generation,
-            // xorshift must not start at zero.
-            state: z | 1,
+            tagged_gen: MAGIC | u64::from(generation),
+            state: seed(id, generation),
         }
     }
 

@@ -1,18 +1,18 @@
 //! The `table` workload's memory: a key/value table of fixed-size records. Each record
-//! holds its key, its version and a value derived from both; a hash index maps keys to
-//! record slots, and updates go through it.
+//! holds its key, its version and a customer row derived from both ([`record`]); a hash
+//! index maps keys to record slots, and updates go through it.
 
 use std::collections::HashMap;
 
 use crate::{
-    pattern,
+    record,
     verify::{Mismatch, Store},
 };
 
-/// Bytes in one record (key, version, value).
-pub const RECORD_BYTES: usize = 512;
+/// Bytes in one record (key, version, fields, note: see [`record`]).
+pub const RECORD_BYTES: usize = record::BYTES;
 /// 64-bit words in one record.
-const RECORD_WORDS: usize = RECORD_BYTES / 8;
+const RECORD_WORDS: usize = record::WORDS;
 
 /// An in-memory key/value table whose every record can be checked.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ impl Table {
             .iter_mut()
             .zip(&keys)
         {
-            pattern::write(record, key, 0);
+            record::write(record, key, 0);
         }
         Self {
             words,
@@ -66,7 +66,7 @@ impl Table {
         };
         let version = self.versions[slot].wrapping_add(1);
         self.versions[slot] = version;
-        pattern::write(self.record_mut(slot), key, version);
+        record::write(self.record_mut(slot), key, version);
         true
     }
 
@@ -103,7 +103,7 @@ impl Store for Table {
         if self.index.get(&key) != Some(&unit) {
             return Err(mismatch(0, None));
         }
-        pattern::check(record, key, expected_gen).map_err(|d| mismatch(d.word, d.found_gen))
+        record::check(record, key, expected_gen).map_err(|d| mismatch(d.word, d.found_gen))
     }
 }
 
