@@ -82,6 +82,34 @@ pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfR
     )
 }
 
+/// As [`run`], file to file: the client sends `source` (`-F`) and the server writes what
+/// it receives into `target` (`-F`), the work a file transfer does around the network.
+pub fn run_files(
+    streams: usize,
+    bytes: u64,
+    (source, target): (&Path, &Path),
+    log_stem: &Path,
+) -> anyhow::Result<IperfRun> {
+    let mut server = Command::new("iperf3");
+    server.arg("-F").arg(target);
+    let mut client = Command::new("iperf3");
+    client.arg("-F").arg(source);
+    let ends = Ends {
+        server: Some(server),
+        client,
+        server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: process::free_port()?,
+        congestion: None,
+    };
+    run_between(
+        ends,
+        streams,
+        Amount::Bytes(bytes),
+        log_stem,
+        Duration::from_secs(900),
+    )
+}
+
 /// How much one iperf3 run moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Amount {

@@ -4,7 +4,9 @@
 //! stream count, every round moves the same number of bytes twice: once as a file with
 //! `dwcp-agent send` (read from the page cache, written into the receive directory,
 //! verified by BLAKE3 on both sides) and once with iperf3 (memory to memory), in
-//! alternating order so drift on a noisy machine hits both alike. For `auto` the agent
+//! alternating order so drift on a noisy machine hits both alike; right after iperf3,
+//! `iperf3 -F` moves the same file into the receive directory (the file work dwcp does,
+//! around the same TCP), for context. For `auto` the agent
 //! goes first and iperf3 gets the stream count the agent settled on. The verdict
 //! compares medians; CPU per GB comes from the kernel (the agents' eBPF probes) and,
 //! for iperf3, from its own getrusage figures.
@@ -137,6 +139,9 @@ struct Round {
     ours_error: Option<String>,
     iperf3: Option<IperfRun>,
     iperf3_error: Option<String>,
+    /// `iperf3 -F` file to file, right after the plain run.
+    iperf3_files: Option<IperfRun>,
+    iperf3_files_error: Option<String>,
 }
 
 /// One line of the table: medians over the rounds of one stream count.
@@ -150,6 +155,10 @@ struct Row {
     iperf3_median_gbps: Option<f64>,
     ratio_percent: Option<f64>,
     pass: Option<bool>,
+    iperf3_files_gbps: Vec<f64>,
+    iperf3_files_median_gbps: Option<f64>,
+    /// dwcp's median over `iperf3 -F`'s: the same file work on both sides.
+    ratio_files_percent: Option<f64>,
     ours_whole_command_median_gbps: Option<f64>,
     sender_cpu_s_per_gb: Option<f64>,
     receiver_cpu_s_per_gb: Option<f64>,
@@ -344,10 +353,21 @@ impl RoundContext<'_> {
             ours_error: None,
             iperf3: None,
             iperf3_error: None,
+            iperf3_files: None,
+            iperf3_files_error: None,
         };
-        let peer = |r: &mut Round, n: usize| match iperf::run(n, self.size, &stem("iperf3")) {
-            Ok(run) => r.iperf3 = Some(run),
-            Err(err) => r.iperf3_error = Some(format!("{err:#}")),
+        let peer = |r: &mut Round, n: usize| {
+            match iperf::run(n, self.size, &stem("iperf3")) {
+                Ok(run) => r.iperf3 = Some(run),
+                Err(err) => r.iperf3_error = Some(format!("{err:#}")),
+            }
+            let target = self.recv_dir.join("iperf3-files.bin");
+            let files =
+                iperf::run_files(n, self.size, (self.source, &target), &stem("iperf3-files"));
+            match files.and_then(|run| self.clean_receive_dir().map(|()| run)) {
+                Ok(run) => r.iperf3_files = Some(run),
+                Err(err) => r.iperf3_files_error = Some(format!("{err:#}")),
+            }
         };
         if let (true, Streams::Fixed(n)) = (iperf3_first, spec) {
             peer(&mut r, n);
@@ -427,17 +447,19 @@ fn progress_line(r: &Round, rounds: usize) -> String {
         (None, Some(e)) => format!("dwcp FAILED: {e}"),
         (None, None) => "dwcp -".into(),
     };
-    let peer = match (&r.iperf3, &r.iperf3_error) {
+    let peer = |run: &Option<IperfRun>, error: &Option<String>, name: &str| match (run, error) {
         (Some(p), _) => format!(
-            "iperf3 {:6.2} Gbit/s (-P {})",
+            "{name} {:6.2} Gbit/s (-P {})",
             p.bits_per_second / 1e9,
             p.streams
         ),
-        (None, Some(e)) => format!("iperf3 FAILED: {e}"),
-        (None, None) => "iperf3 -".into(),
+        (None, Some(e)) => format!("{name} FAILED: {e}"),
+        (None, None) => format!("{name} -"),
     };
     format!(
-        "streams {:>4} round {}/{rounds}: {ours} | {peer}",
+        "streams {:>4} round {}/{rounds}: {ours} | {} | {}",
+        peer(&r.iperf3, &r.iperf3_error, "iperf3"),
+        peer(&r.iperf3_files, &r.iperf3_files_error, "iperf3 -F"),
         r.streams,
         r.round + 1
     )

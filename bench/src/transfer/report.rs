@@ -15,15 +15,24 @@ pub(super) fn row(spec: &Streams, details: &[Round], goal_percent: f64) -> Row {
     let rounds: Vec<&Round> = details.iter().filter(|r| r.streams == label).collect();
     let ours: Vec<&OursRound> = rounds.iter().filter_map(|r| r.ours.as_ref()).collect();
     let peers: Vec<&IperfRun> = rounds.iter().filter_map(|r| r.iperf3.as_ref()).collect();
+    let files_gbps: Vec<f64> = rounds
+        .iter()
+        .filter_map(|r| r.iperf3_files.as_ref())
+        .map(|p| p.bits_per_second / 1e9)
+        .collect();
     let ours_gbps: Vec<f64> = ours.iter().map(|o| o.gbps()).collect();
     let iperf3_gbps: Vec<f64> = peers.iter().map(|p| p.bits_per_second / 1e9).collect();
     let med = |v: &[f64]| (!v.is_empty()).then(|| median(v));
     let ours_median = med(&ours_gbps);
     let peer_median = med(&iperf3_gbps);
-    let ratio = ours_median
-        .zip(peer_median)
-        .filter(|(_, p)| *p > 0.0)
-        .map(|(o, p)| o / p * 100.0);
+    let percent = |peer: Option<f64>| {
+        ours_median
+            .zip(peer)
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(o, p)| o / p * 100.0)
+    };
+    let ratio = percent(peer_median);
+    let files_median = med(&files_gbps);
     let mut iperf3_streams: Vec<usize> = peers.iter().map(|p| p.streams).collect();
     iperf3_streams.sort_unstable();
     iperf3_streams.dedup();
@@ -34,6 +43,9 @@ pub(super) fn row(spec: &Streams, details: &[Round], goal_percent: f64) -> Row {
         iperf3_median_gbps: peer_median,
         ratio_percent: ratio,
         pass: ratio.map(|r| r >= goal_percent),
+        iperf3_files_median_gbps: files_median,
+        ratio_files_percent: percent(files_median),
+        iperf3_files_gbps: files_gbps,
         ours_whole_command_median_gbps: med(&ours
             .iter()
             .map(|o| o.process_gbps())
@@ -95,9 +107,10 @@ pub(super) fn render(r: &Report) -> String {
     ));
     out.push_str(
         "| streams | dwcp Gbit/s | iperf3 Gbit/s | dwcp / iperf3 | target | \
+         iperf3 -F Gbit/s (file to file) | dwcp / iperf3 -F | \
          dwcp whole command Gbit/s | dwcp CPU s/GB sender / receiver | \
          iperf3 CPU s/GB client / server | retransmits dwcp / iperf3 |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for row in &r.rows {
         let verdict = match row.pass {
@@ -111,11 +124,14 @@ pub(super) fn render(r: &Report) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "| {}{failed} | {} | {} | {} | {verdict} | {} | {} / {} | {} / {} | {} / {} |\n",
+            "| {}{failed} | {} | {} | {} | {verdict} | {} | {} | {} | {} / {} | {} / {} | {} / {} |\n",
             label(row),
             f2(row.ours_median_gbps),
             f2(row.iperf3_median_gbps),
             row.ratio_percent
+                .map_or_else(|| "n/a".into(), |v| format!("{v:.0}%")),
+            f2(row.iperf3_files_median_gbps),
+            row.ratio_files_percent
                 .map_or_else(|| "n/a".into(), |v| format!("{v:.0}%")),
             f2(row.ours_whole_command_median_gbps),
             f3(row.sender_cpu_s_per_gb),
@@ -135,6 +151,9 @@ pub(super) fn render(r: &Report) -> String {
          final digest check and rename included).\n\
          - **iperf3 Gbit/s**: `end.sum_received.bits_per_second` of `iperf3 -c ... -P N -n \
          <same bytes> -J`; `auto` uses the stream count the agent reported.\n\
+         - **iperf3 -F**: the same, file to file (`-F` on both ends: the client reads the \
+         source file from the page cache, the server writes into the receive directory), \
+         run right after; context, not the target.\n\
          - **CPU s/GB** (GB = 10^9 bytes): dwcp sender from the summary's kernel-measured \
          `cpu_seconds`, receiver from the difference of the receiving agent's \
          `dwcp_agent_cpu_seconds_total` around the send (includes its final fsync and \
@@ -183,6 +202,9 @@ pub(super) fn render(r: &Report) -> String {
         {
             lines.extend(p.iter().cloned());
         }
+        if let Some(files) = &d.iperf3_files {
+            lines.extend(files.commands.iter().cloned());
+        }
         out.push_str(&format!("# streams {} round {}\n", d.streams, d.round + 1));
         for line in lines {
             out.push_str(&line);
@@ -206,8 +228,14 @@ pub(super) fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|x| x.iperf3_median_gbps.unwrap_or(0.0))
         .collect();
+    let files: Vec<f64> = r
+        .rows
+        .iter()
+        .map(|x| x.iperf3_files_median_gbps.unwrap_or(0.0))
+        .collect();
     let ours_rounds: Vec<Vec<f64>> = r.rows.iter().map(|x| x.ours_gbps.clone()).collect();
     let peer_rounds: Vec<Vec<f64>> = r.rows.iter().map(|x| x.iperf3_gbps.clone()).collect();
+    let files_rounds: Vec<Vec<f64>> = r.rows.iter().map(|x| x.iperf3_files_gbps.clone()).collect();
     plot::categories_svg(
         path,
         &format!("Loopback goodput, {} MiB per transfer", r.size_bytes >> 20),
@@ -224,6 +252,11 @@ pub(super) fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
                 name: "iperf3 -P N",
                 medians: &peer,
                 rounds: &peer_rounds,
+            },
+            plot::Line {
+                name: "iperf3 -P N -F (file to file)",
+                medians: &files,
+                rounds: &files_rounds,
             },
         ],
     )
@@ -321,12 +354,16 @@ mod tests {
                 ours_error: None,
                 iperf3: Some(iperf(8, p)),
                 iperf3_error: None,
+                iperf3_files: Some(iperf(8, p / 2.0)),
+                iperf3_files_error: None,
             })
             .collect();
         let row = row(&Streams::Auto, &details, 90.0);
         assert_eq!(row.ours_median_gbps, Some(9.0));
         assert_eq!(row.iperf3_median_gbps, Some(10.0));
         assert_eq!(row.pass, Some(true));
+        assert_eq!(row.iperf3_files_median_gbps, Some(5.0));
+        assert_eq!(row.ratio_files_percent, Some(180.0));
         assert_eq!(row.sender_cpu_s_per_gb, Some(0.5));
         assert_eq!(row.receiver_cpu_s_per_gb, None);
         assert_eq!(row.iperf3_client_cpu_s_per_gb, Some(0.5));
