@@ -94,7 +94,7 @@ struct SendArgs {
     /// pages, then zstd), or `auto` (HDE or raw per block, whichever the measured link
     /// and codec speeds make faster; re-decided twice a second). With a codec a file is
     /// sent as a stream (in order, no resume).
-    #[arg(long, default_value = "none", value_parser = ["none", "zstd", "hde", "auto"])]
+    #[arg(long, default_value = "none", value_parser = dwcp_agent::amst::sender::CODEC_NAMES)]
     codec: String,
     /// Do not use MSG_ZEROCOPY for stream payloads.
     #[arg(long)]
@@ -204,18 +204,6 @@ fn print_metrics(markdown: bool) {
     }
 }
 
-/// The codec named on the command line (clap has checked the name).
-fn codec_choice(name: &str) -> dwcp_agent::protocol::messages::CodecChoice {
-    use dwcp_agent::protocol::messages::CodecChoice;
-    match name {
-        "zstd" => CodecChoice::Zstd { level: 1 },
-        "hde" | "auto" => CodecChoice::Hde {
-            config: dwcp_hde::HdeConfig::default(),
-        },
-        _ => CodecChoice::None,
-    }
-}
-
 /// `dwcp-agent send`: progress bar on stderr, summary on stdout.
 fn send(args: &SendArgs) -> anyhow::Result<()> {
     logging::init(&config::LogConfig {
@@ -236,11 +224,11 @@ fn send(args: &SendArgs) -> anyhow::Result<()> {
             congestion: args.congestion.clone(),
             ..Default::default()
         },
-        codec: codec_choice(&args.codec),
-        auto_codec: args.codec == "auto",
         zerocopy: !args.no_zerocopy,
         ..Default::default()
-    };
+    }
+    .with_codec(&args.codec)
+    .map_err(anyhow::Error::msg)?;
     let source = if args.path.as_os_str() == "-" {
         let name = args
             .name

@@ -23,8 +23,9 @@ pub struct MigrateArgs {
     /// cold (pause, then move), warm (pre-copy, then pause) or live (downtime <= 300 ms).
     #[arg(long, default_value = "live")]
     pub mode: MigrationMode,
-    /// Stream encoding: hde, zstd or none.
-    #[arg(long, default_value = "hde", value_parser = ["hde", "zstd", "none"])]
+    /// Stream encoding: auto (HDE or raw per block, whichever is faster on the
+    /// measured link), hde, zstd or none.
+    #[arg(long, default_value = "auto", value_parser = crate::amst::sender::CODEC_NAMES)]
     pub codec: String,
     /// Destination's pre-shared key file [default: the agent's transport.psk_file].
     #[arg(long)]

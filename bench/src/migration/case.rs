@@ -32,7 +32,7 @@ pub enum Method {
     Native,
     /// multifd with 8 channels and zstd compression.
     MultifdZstd,
-    /// Through two dwcp agents: `vm migrate --mode live` (HDE over 8 AMST streams).
+    /// Through two dwcp agents: `vm migrate --mode live` (8 AMST streams, `--codec auto`).
     Dwcp,
 }
 
@@ -42,7 +42,7 @@ impl Method {
         match self {
             Self::Native => "QEMU native (1 TCP stream)",
             Self::MultifdZstd => "QEMU multifd, 8 channels, zstd",
-            Self::Dwcp => "dwcp live (agents, HDE, 8 AMST streams)",
+            Self::Dwcp => "dwcp live (agents, auto codec, 8 AMST streams)",
         }
     }
 }

@@ -84,6 +84,34 @@ pub struct SendOptions {
     pub zerocopy: bool,
 }
 
+/// Stream encodings by name, as the CLI and the API take them.
+pub const CODEC_NAMES: [&str; 4] = ["auto", "hde", "zstd", "none"];
+
+impl SendOptions {
+    /// These options with the stream encoding named `name`: `auto` (HDE or raw per
+    /// block, whichever the measured link and codec speeds make faster), `hde`, `zstd`
+    /// (level 1) or `none`.
+    pub fn with_codec(mut self, name: &str) -> Result<Self, String> {
+        (self.codec, self.auto_codec) = match name {
+            "none" => (messages::CodecChoice::None, false),
+            "zstd" => (messages::CodecChoice::Zstd { level: 1 }, false),
+            "hde" | "auto" => (
+                messages::CodecChoice::Hde {
+                    config: dwcp_hde::HdeConfig::default(),
+                },
+                name == "auto",
+            ),
+            other => {
+                return Err(format!(
+                    "{other:?} is not a codec ({})",
+                    CODEC_NAMES.join(", ")
+                ));
+            }
+        };
+        Ok(self)
+    }
+}
+
 impl Default for SendOptions {
     fn default() -> Self {
         Self {

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::messages::CodecChoice;
-
 /// How a VM is moved.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -56,7 +54,8 @@ pub struct MigrateRequest {
     /// How to move the VM.
     #[serde(default)]
     pub mode: MigrationMode,
-    /// Stream encoding: `hde` (default), `zstd` or `none`.
+    /// Stream encoding: `auto` (default: HDE or raw per block, whichever is faster on
+    /// the measured link), `hde`, `zstd` or `none`.
     #[serde(default = "default_codec")]
     pub codec: String,
     /// Pre-shared key file of the destination (default: this agent's `transport.psk_file`).
@@ -71,19 +70,7 @@ pub struct MigrateRequest {
 }
 
 fn default_codec() -> String {
-    "hde".into()
-}
-
-/// The stream encoding named `name`, or why it is not one.
-pub fn codec_choice(name: &str) -> Result<CodecChoice, String> {
-    match name {
-        "none" => Ok(CodecChoice::None),
-        "zstd" => Ok(CodecChoice::Zstd { level: 1 }),
-        "hde" => Ok(CodecChoice::Hde {
-            config: dwcp_hde::HdeConfig::default(),
-        }),
-        other => Err(format!("{other:?} is not a codec (hde, zstd or none)")),
-    }
+    "auto".into()
 }
 
 #[cfg(test)]
@@ -91,19 +78,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_defaults_to_live_with_hde() {
+    fn request_defaults_to_live_with_the_auto_codec() {
+        use crate::{amst::sender::SendOptions, protocol::messages::CodecChoice};
         let request: MigrateRequest = serde_json::from_str(r#"{"to":"10.0.0.2:9478"}"#).unwrap();
         assert_eq!(request.mode, MigrationMode::Live);
-        assert_eq!(request.codec, "hde");
-        assert!(matches!(
-            codec_choice(&request.codec),
-            Ok(CodecChoice::Hde { .. })
-        ));
+        assert_eq!(request.codec, "auto");
+        let options = SendOptions::default().with_codec(&request.codec).unwrap();
+        assert!(matches!(options.codec, CodecChoice::Hde { .. }));
+        assert!(options.auto_codec);
+        let hde = SendOptions::default().with_codec("hde").unwrap();
+        assert!(matches!(hde.codec, CodecChoice::Hde { .. }) && !hde.auto_codec);
         let err = serde_json::from_str::<MigrateRequest>(r#"{"to":"x","mode":"hot"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown variant `hot`"), "{err}");
         assert_eq!(
-            codec_choice("lz4").unwrap_err(),
-            "\"lz4\" is not a codec (hde, zstd or none)"
+            SendOptions::default().with_codec("lz4").unwrap_err(),
+            "\"lz4\" is not a codec (auto, hde, zstd, none)"
         );
         assert_eq!("warm".parse::<MigrationMode>(), Ok(MigrationMode::Warm));
         assert!("Warm".parse::<MigrationMode>().is_err());

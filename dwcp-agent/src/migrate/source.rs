@@ -27,7 +27,6 @@ use super::{
     Phase,
     channel::{Arrived, Channel},
     metrics,
-    mode::codec_choice,
     pacing::LinkPacer,
     warm::WarmPolicy,
 };
@@ -140,7 +139,6 @@ pub async fn start(
 }
 
 async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Settings, MigrateError> {
-    let codec = codec_choice(&request.codec).map_err(MigrateError::Request)?;
     let streams = request.streams.unwrap_or(DEFAULT_STREAMS);
     if !crate::amst::STREAM_RANGE.contains(&streams) {
         return Err(MigrateError::Request(format!(
@@ -175,10 +173,11 @@ async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Setti
         mode: request.mode,
         options: SendOptions {
             streams: StreamCount::Fixed(streams),
-            codec,
             block_size: BLOCK_SIZE,
             ..SendOptions::default()
-        },
+        }
+        .with_codec(&request.codec)
+        .map_err(MigrateError::Request)?,
         timeout: request
             .timeout_seconds
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs),
