@@ -91,9 +91,16 @@ pub fn run(socket: &std::path::Path, args: &MigrateArgs) -> Result<(), MigrateCl
         let value = client.call("GET", &format!("{path}/migration"), None)?;
         let report: MigrationReport =
             serde_json::from_value(value).map_err(|e| MigrateCliError::Report(e.to_string()))?;
-        if let Some(p) = &report.progress {
-            bar.set_length(p.total_bytes.max(1));
-            bar.set_position(p.total_bytes.saturating_sub(p.remaining_bytes));
+        match (&report.progress, &report.disk) {
+            (Some(p), _) => {
+                bar.set_length(p.total_bytes.max(1));
+                bar.set_position(p.total_bytes.saturating_sub(p.remaining_bytes));
+            }
+            (None, Some(disk)) => {
+                bar.set_length(disk.total_bytes.max(1));
+                bar.set_position(disk.done_bytes);
+            }
+            (None, None) => {}
         }
         bar.set_message(progress_line(&report));
         if report.phase.is_final() {
@@ -118,12 +125,23 @@ pub fn run(socket: &std::path::Path, args: &MigrateArgs) -> Result<(), MigrateCl
     }
 }
 
-/// One progress line: phase, round, sent, remaining, dirty rate, expected downtime.
+/// One progress line: phase, round, sent, remaining, dirty rate, expected downtime (or,
+/// while a cold migration copies the disk, the disk's bytes done and total).
 pub fn progress_line(report: &MigrationReport) -> String {
-    let phase = format!("{:?}", report.phase).to_lowercase();
-    match &report.progress {
-        None => phase,
-        Some(p) => format!(
+    let phase = serde_json::to_value(report.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default();
+    match (&report.progress, &report.disk) {
+        (None, Some(disk)) => format!(
+            "{phase} {} {} of {} wire {}",
+            disk.file,
+            mib(disk.done_bytes),
+            mib(disk.total_bytes),
+            mib(report.wire_bytes),
+        ),
+        (None, None) => phase,
+        (Some(p), _) => format!(
             "{phase} round {} sent {} remaining {} dirty {}/s expected downtime {} wire {}",
             p.round,
             mib(p.transferred_bytes),
@@ -146,9 +164,17 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
         ),
     };
     let p = report.progress.clone().unwrap_or_default();
+    let disk = report.disk.as_ref().map_or_else(String::new, |d| {
+        format!(
+            "\ndisk {} copied: {} of {}",
+            d.file,
+            mib(d.done_bytes),
+            mib(d.total_bytes)
+        )
+    });
     format!(
         "{outcome}\nmode {} codec {}, total {:.2} s, downtime {} (QEMU), rounds {}\n\
-         RAM sent {} by QEMU, {} on the wire ({:.2}x)",
+         RAM sent {} by QEMU, {} on the wire ({:.2}x){disk}",
         report.mode.as_str(),
         report.codec,
         report.total_seconds.unwrap_or(0.0),
@@ -196,6 +222,33 @@ mod tests {
         );
         report.finish(Phase::RolledBack, Some("Destination gone".into()));
         assert!(summary("vm1", &report).contains("rolled back): Destination gone"));
-        assert!(progress_line(&report).starts_with("rolledback round 4"));
+        assert!(progress_line(&report).starts_with("rolled back round 4"));
+    }
+
+    #[test]
+    fn a_cold_migration_shows_its_disk_copy() {
+        let mut report = MigrationReport::new(
+            Direction::Outgoing,
+            "10.0.0.2:9478".into(),
+            MigrationMode::Cold,
+            "hde".into(),
+        );
+        report.phase = Phase::CopyingDisk;
+        report.wire_bytes = 16 << 20;
+        report.disk = Some(crate::migrate::disk::DiskProgress {
+            file: "root.raw".into(),
+            done_bytes: 16 << 20,
+            total_bytes: 64 << 20,
+        });
+        assert_eq!(
+            progress_line(&report),
+            "copying disk root.raw 16.0 MiB of 64.0 MiB wire 16.0 MiB"
+        );
+        report.finish(Phase::Completed, None);
+        assert!(
+            summary("vm1", &report).contains("\ndisk root.raw copied: 64.0 MiB"),
+            "{}",
+            summary("vm1", &report)
+        );
     }
 }
