@@ -244,9 +244,14 @@ mod tests {
             progress_line(&report),
             "copying disk root.raw 16.0 MiB of 64.0 MiB wire 16.0 MiB"
         );
+        report.disk = Some(crate::migrate::disk::DiskProgress {
+            file: "root.raw".into(),
+            done_bytes: 64 << 20,
+            total_bytes: 64 << 20,
+        });
         report.finish(Phase::Completed, None);
         assert!(
-            summary("vm1", &report).contains("\ndisk root.raw copied: 64.0 MiB"),
+            summary("vm1", &report).ends_with("\ndisk root.raw copied: 64.0 MiB of 64.0 MiB"),
             "{}",
             summary("vm1", &report)
         );
