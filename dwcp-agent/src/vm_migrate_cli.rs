@@ -154,7 +154,8 @@ pub fn progress_line(report: &MigrationReport) -> String {
     }
 }
 
-/// The final summary: outcome, total time, downtime from QEMU, bytes on the wire.
+/// The final summary: outcome, total time, downtime from QEMU, bytes on the wire (the
+/// disk copy included), and the disk copied by a cold migration.
 pub fn summary(vm: &str, report: &MigrationReport) -> String {
     let outcome = match report.phase {
         Phase::Completed => format!("{vm} migrated to {}", report.peer),
@@ -164,6 +165,9 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
         ),
     };
     let p = report.progress.clone().unwrap_or_default();
+    // The ratio compares QEMU's RAM stream with its own wire bytes, not the disk's.
+    let disk_bytes = report.disk.as_ref().map_or(0, |d| d.done_bytes);
+    let state_wire = report.wire_bytes.saturating_sub(disk_bytes);
     let disk = report.disk.as_ref().map_or_else(String::new, |d| {
         format!(
             "\ndisk {} copied: {} of {}",
@@ -183,7 +187,7 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
         p.round,
         mib(p.transferred_bytes),
         mib(report.wire_bytes),
-        p.transferred_bytes as f64 / report.wire_bytes.max(1) as f64,
+        p.transferred_bytes as f64 / state_wire.max(1) as f64,
     )
 }
 
@@ -249,11 +253,20 @@ mod tests {
             done_bytes: 64 << 20,
             total_bytes: 64 << 20,
         });
+        report.wire_bytes = 96 << 20;
+        report.progress = Some(MigrationProgress {
+            transferred_bytes: 64 << 20,
+            ..MigrationProgress::default()
+        });
         report.finish(Phase::Completed, None);
+        let text = summary("vm1", &report);
         assert!(
-            summary("vm1", &report).ends_with("\ndisk root.raw copied: 64.0 MiB of 64.0 MiB"),
-            "{}",
-            summary("vm1", &report)
+            text.contains("RAM sent 64.0 MiB by QEMU, 96.0 MiB on the wire (2.00x)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\ndisk root.raw copied: 64.0 MiB of 64.0 MiB"),
+            "{text}"
         );
     }
 }
