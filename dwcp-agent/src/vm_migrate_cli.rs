@@ -92,9 +92,16 @@ pub fn run(socket: &std::path::Path, args: &MigrateArgs) -> Result<(), MigrateCl
         let value = client.call("GET", &format!("{path}/migration"), None)?;
         let report: MigrationReport =
             serde_json::from_value(value).map_err(|e| MigrateCliError::Report(e.to_string()))?;
-        if let Some(p) = &report.progress {
-            bar.set_length(p.total_bytes.max(1));
-            bar.set_position(p.total_bytes.saturating_sub(p.remaining_bytes));
+        match (&report.progress, &report.disk) {
+            (Some(p), _) => {
+                bar.set_length(p.total_bytes.max(1));
+                bar.set_position(p.total_bytes.saturating_sub(p.remaining_bytes));
+            }
+            (None, Some(disk)) => {
+                bar.set_length(disk.total_bytes.max(1));
+                bar.set_position(disk.done_bytes);
+            }
+            (None, None) => {}
         }
         bar.set_message(progress_line(&report));
         if report.phase.is_final() {
@@ -119,12 +126,23 @@ pub fn run(socket: &std::path::Path, args: &MigrateArgs) -> Result<(), MigrateCl
     }
 }
 
-/// One progress line: phase, round, sent, remaining, dirty rate, expected downtime.
+/// One progress line: phase, round, sent, remaining, dirty rate, expected downtime (or,
+/// while a cold migration copies the disk, the disk's bytes done and total).
 pub fn progress_line(report: &MigrationReport) -> String {
-    let phase = format!("{:?}", report.phase).to_lowercase();
-    match &report.progress {
-        None => phase,
-        Some(p) => format!(
+    let phase = serde_json::to_value(report.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default();
+    match (&report.progress, &report.disk) {
+        (None, Some(disk)) => format!(
+            "{phase} {} {} of {} wire {}",
+            disk.file,
+            mib(disk.done_bytes),
+            mib(disk.total_bytes),
+            mib(report.wire_bytes),
+        ),
+        (None, None) => phase,
+        (Some(p), _) => format!(
             "{phase} round {} sent {} remaining {} dirty {}/s expected downtime {} wire {}",
             p.round,
             mib(p.transferred_bytes),
@@ -137,7 +155,8 @@ pub fn progress_line(report: &MigrationReport) -> String {
     }
 }
 
-/// The final summary: outcome, total time, downtime from QEMU, bytes on the wire.
+/// The final summary: outcome, total time, downtime from QEMU, bytes on the wire (the
+/// disk copy included), and the disk copied by a cold migration.
 pub fn summary(vm: &str, report: &MigrationReport) -> String {
     let outcome = match report.phase {
         Phase::Completed => format!("{vm} migrated to {}", report.peer),
@@ -147,9 +166,20 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
         ),
     };
     let p = report.progress.clone().unwrap_or_default();
+    // The ratio compares QEMU's RAM stream with its own wire bytes, not the disk's.
+    let disk_bytes = report.disk.as_ref().map_or(0, |d| d.done_bytes);
+    let state_wire = report.wire_bytes.saturating_sub(disk_bytes);
+    let disk = report.disk.as_ref().map_or_else(String::new, |d| {
+        format!(
+            "\ndisk {} copied: {} of {}",
+            d.file,
+            mib(d.done_bytes),
+            mib(d.total_bytes)
+        )
+    });
     format!(
         "{outcome}\nmode {} codec {}, total {:.2} s, downtime {} (QEMU), {} (guest: stop here \
-         to resume there), rounds {}\nRAM sent {} by QEMU, {} on the wire ({:.2}x)",
+         to resume there), rounds {}\nRAM sent {} by QEMU, {} on the wire ({:.2}x){disk}",
         report.mode.as_str(),
         report.codec,
         report.total_seconds.unwrap_or(0.0),
@@ -158,7 +188,7 @@ pub fn summary(vm: &str, report: &MigrationReport) -> String {
         p.round,
         mib(p.transferred_bytes),
         mib(report.wire_bytes),
-        p.transferred_bytes as f64 / report.wire_bytes.max(1) as f64,
+        p.transferred_bytes as f64 / state_wire.max(1) as f64,
     )
 }
 
@@ -207,6 +237,47 @@ mod tests {
         );
         report.finish(Phase::RolledBack, Some("Destination gone".into()));
         assert!(summary("vm1", &report).contains("rolled back): Destination gone"));
-        assert!(progress_line(&report).starts_with("rolledback round 4"));
+        assert!(progress_line(&report).starts_with("rolled back round 4"));
+    }
+
+    #[test]
+    fn a_cold_migration_shows_its_disk_copy() {
+        let mut report = MigrationReport::new(
+            Direction::Outgoing,
+            "10.0.0.2:9478".into(),
+            MigrationMode::Cold,
+            "hde".into(),
+        );
+        report.phase = Phase::CopyingDisk;
+        report.wire_bytes = 16 << 20;
+        report.disk = Some(crate::migrate::disk::DiskProgress {
+            file: "root.raw".into(),
+            done_bytes: 16 << 20,
+            total_bytes: 64 << 20,
+        });
+        assert_eq!(
+            progress_line(&report),
+            "copying disk root.raw 16.0 MiB of 64.0 MiB wire 16.0 MiB"
+        );
+        report.disk = Some(crate::migrate::disk::DiskProgress {
+            file: "root.raw".into(),
+            done_bytes: 64 << 20,
+            total_bytes: 64 << 20,
+        });
+        report.wire_bytes = 96 << 20;
+        report.progress = Some(MigrationProgress {
+            transferred_bytes: 64 << 20,
+            ..MigrationProgress::default()
+        });
+        report.finish(Phase::Completed, None);
+        let text = summary("vm1", &report);
+        assert!(
+            text.contains("RAM sent 64.0 MiB by QEMU, 96.0 MiB on the wire (2.00x)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\ndisk root.raw copied: 64.0 MiB of 64.0 MiB"),
+            "{text}"
+        );
     }
 }

@@ -18,7 +18,7 @@ use std::{
 use common::receiver::{KEY, TestReceiver, assert_same, psk, random_file};
 use dwcp_agent::amst::{
     AmstError,
-    sender::{Hooks, SendOptions, StreamCount, send_file},
+    sender::{Hooks, SendOptions, StreamCount, send_file, send_file_as},
     summary::Summary,
 };
 use dwcp_agent::protocol::handshake::Psk;
@@ -121,6 +121,54 @@ fn refuses_path_traversal_names_with_a_clear_error() {
     let src = random_file(src_dir.path(), ".hidden", 10);
     let err = send(&src, &rx, &options(1)).expect_err("must fail");
     assert!(err.to_string().contains("refused file name"), "{err}");
+}
+
+#[test]
+fn a_registered_name_goes_to_its_path_once_and_never_to_the_receive_directory() {
+    let rx = TestReceiver::start();
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = random_file(src_dir.path(), "disk.raw", 3 << 20);
+    let vm_dir = tempfile::tempdir().expect("tempdir");
+    let target = vm_dir.path().join("root.raw");
+    let send_as = |name: &str| {
+        send_file_as(
+            &src,
+            name,
+            rx.addr,
+            &psk(),
+            &options(2),
+            None,
+            &Hooks::default(),
+        )
+    };
+    let err = rx
+        .receiver
+        .expect_file("plain", target.clone())
+        .expect_err("plain names are not registrable");
+    assert!(err.to_string().contains("starting with a dot"), "{err}");
+
+    rx.receiver
+        .expect_file(".migrate-vm1-disk", target.clone())
+        .expect("register");
+    send_as(".migrate-vm1-disk").expect("registered transfer");
+    assert_same(&src, &target);
+    assert!(rx.names().is_empty(), "{:?}", rx.names());
+    // Used once: a second offer (or one after a withdrawal) is refused, not written.
+    let err = send_as(".migrate-vm1-disk").expect_err("registration used up");
+    assert!(err.to_string().contains("refused file name"), "{err}");
+    rx.receiver
+        .expect_file(".migrate-vm2-disk", vm_dir.path().join("other.raw"))
+        .expect("register");
+    assert!(rx.receiver.forget_file(".migrate-vm2-disk"));
+    let err = send_as(".migrate-vm2-disk").expect_err("withdrawn");
+    assert!(err.to_string().contains("refused file name"), "{err}");
+    assert!(rx.names().is_empty(), "{:?}", rx.names());
+    let mut left: Vec<String> = std::fs::read_dir(vm_dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["root.raw"]);
 }
 
 mod privileged {

@@ -12,209 +12,10 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::vm::*;
+use common::{migrate::*, vm::*};
 use serde_json::Value;
-
-/// An agent that can send and receive migrations, with its state and key.
-struct Peer {
-    agent: common::Agent,
-    state_dir: PathBuf,
-    socket: PathBuf,
-    /// Its DWCP listen address.
-    listen: String,
-    _reaper: QemuReaper,
-}
-
-/// Starts an agent on `dir/<tag>` receiving with the key in `psk`, on loopback.
-fn peer(dir: &Path, tag: &str, psk: &Path) -> Peer {
-    start_peer(dir, tag, psk, None)
-}
-
-/// Starts an agent inside `host`'s network namespace of an emulated WAN link, listening
-/// on the host's address.
-fn peer_in(dir: &Path, tag: &str, psk: &Path, host: &dwcp_wan::Host) -> Peer {
-    start_peer(dir, tag, psk, Some(host))
-}
-
-/// Starts an agent on `dir/<tag>`, in `host`'s namespace when given. There its HTTP port
-/// is only reachable inside the namespace, so readiness is its control socket.
-fn start_peer(dir: &Path, tag: &str, psk: &Path, host: Option<&dwcp_wan::Host>) -> Peer {
-    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
-    let state_dir = dir.join(tag);
-    let receive = state_dir.join("incoming");
-    std::fs::create_dir_all(&receive).expect("receive dir");
-    let socket = state_dir.join("agent.sock");
-    let addr = host.map_or_else(|| "127.0.0.1".to_owned(), |h| h.addr.to_string());
-    let listen = format!("{addr}:{}", common::free_port());
-    let reaper = QemuReaper(state_dir.clone());
-    let netns =
-        host.map(|h| std::fs::File::open(format!("/run/netns/{}", h.netns)).expect("netns file"));
-    let in_netns = netns.is_some();
-    let mut agent = common::Agent::start(
-        &[
-            "--no-probes",
-            "--listen",
-            &listen,
-            "--state-dir",
-            state_dir.to_str().expect("utf-8"),
-            "--control-socket",
-            socket.to_str().expect("utf-8"),
-            "--receive-dir",
-            receive.to_str().expect("utf-8"),
-            "--psk-file",
-            psk.to_str().expect("utf-8"),
-        ],
-        move |cmd| {
-            if let Some(netns) = netns {
-                // SAFETY: setns is async-signal-safe; the closure owns the namespace file.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-            }
-        },
-    );
-    if !in_netns {
-        agent.wait_ready();
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "No control socket: {}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Peer {
-        agent,
-        state_dir,
-        socket,
-        listen,
-        _reaper: reaper,
-    }
-}
-
-fn key(dir: &Path, name: &str, byte: u8) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, [byte; 32]).expect("psk");
-    path
-}
-
-/// Creates `name` with the dirtying workload and starts it; waits for its first check.
-///
-/// The guest checks its 64 MiB continuously; `rate_mib_s` is how fast it also rewrites
-/// them while a migration runs.
-fn start_dirty_guest(peer: &Peer, name: &str, rate_mib_s: u32) {
-    let (kernel, initrd) = guest();
-    cli(
-        &peer.socket,
-        &[
-            "create",
-            name,
-            "--memory-mib",
-            "192",
-            "--kernel",
-            kernel.to_str().expect("utf-8"),
-            "--initrd",
-            initrd.to_str().expect("utf-8"),
-            "--append",
-            &format!(
-                "console=ttyS0 dwcp.workload=dirty dwcp.mem_mib=64 dwcp.rate_mib_s={rate_mib_s}"
-            ),
-        ],
-    )
-    .json();
-    let started = cli(&peer.socket, &["start", name]).json();
-    assert_eq!(started["state"], "running", "{started}");
-    wait_serial(&peer.state_dir, name, "DWCP-VERIFY ok", BOOT_TIMEOUT);
-}
-
-/// Serial markers of a guest kernel that crashed.
-const KERNEL_CRASH: [&str; 3] = ["Kernel panic", "Oops: ", "BUG: kernel NULL pointer"];
-
-/// Asserts the moved guest checked its memory on the destination, found it intact
-/// (`DWCP-VERIFY ok`) and keeps beating. A `DWCP-VERIFY FAIL`, a kernel crash or
-/// silence fails the test. (Under TCG this holds because the VM driver sizes guest RAM
-/// off QEMU 7.2's buggy dirty-bitmap fast path: `vm::process::TCG_MIGRATION_PAGE_KIB`.)
-fn assert_intact(state_dir: &Path, vm: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let log = serial(state_dir, vm);
-        assert!(
-            !log.contains("DWCP-VERIFY FAIL"),
-            "Guest memory damaged:\n{log}"
-        );
-        if let Some(line) = log
-            .lines()
-            .find(|l| KERNEL_CRASH.iter().any(|m| l.contains(m)))
-        {
-            panic!("{vm}'s kernel crashed on the destination: {line}\n{log}");
-        }
-        if log.contains("DWCP-VERIFY ok") {
-            let beat = wait_heartbeat_after(state_dir, vm, None);
-            wait_heartbeat_after(state_dir, vm, Some(beat));
-            assert!(
-                !serial(state_dir, vm).contains("DWCP-VERIFY FAIL"),
-                "Guest memory damaged"
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{vm} said nothing on the destination; it says:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The API's answer to `method path body` as (status, JSON).
-fn call(peer: &Peer, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let client = dwcp_agent::api::client::ApiClient::new(&peer.socket);
-    let (status, text) = client.raw(method, path, body).expect("request");
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    (status, json)
-}
-
-/// Polls the migration report until it is final.
-fn wait_migration_end(peer: &Peer, name: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (status, report) = call(peer, "GET", &format!("/v1/vms/{name}/migration"), None);
-        assert_eq!(status, 200, "{report}");
-        if report["phase"] == "completed" || report["phase"] == "rolled_back" {
-            return report;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Migration still {report} after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// No QEMU left that belongs to a VM directory under `state_dir`.
-fn wait_no_qemu(state_dir: &Path, vm: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let dir = state_dir.join("vms").join(vm);
-    while pid_of(&dir).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "A QEMU for {vm} still runs in {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Requests refused before any QEMU is involved: clear errors, nothing changed.
 #[test]
@@ -315,19 +116,31 @@ fn requests_without_a_running_vm_are_refused_clearly() {
         ],
     )
     .json();
+    for mode in ["live", "warm"] {
+        let (status, answer) = call(
+            &source,
+            "POST",
+            "/v1/vms/disky/migrate",
+            Some(&format!(r#"{{"to":"{}","mode":"{mode}"}}"#, source.listen)),
+        );
+        assert_eq!(status, 400);
+        let msg = answer["error"].as_str().expect("error");
+        assert!(
+            msg.starts_with(&format!("VM disky has a local disk: {mode} migration")),
+            "{answer}"
+        );
+        assert!(msg.contains("cold migration moves the disk"), "{msg}");
+    }
+    // Cold moves disks, but only of a running VM.
     let (status, answer) = call(
         &source,
         "POST",
         "/v1/vms/disky/migrate",
-        Some(&body(&source.listen)),
+        Some(&format!(r#"{{"to":"{}","mode":"cold"}}"#, source.listen)),
     );
-    assert_eq!(status, 400);
-    assert!(
-        answer["error"]
-            .as_str()
-            .expect("error")
-            .starts_with("VM disky has a writable local disk: live migration"),
-        "{answer}"
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("Cannot migrate the VM while it is creating")),
     );
 
     let (status, answer) = call(&source, "GET", "/v1/vms/idle/migration", None);

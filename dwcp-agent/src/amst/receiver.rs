@@ -6,6 +6,11 @@
 //! `fdatasync`). Only a transfer whose every block arrived and whose BLAKE3 digest
 //! matches the sender's is fsynced and renamed to `<name>`: a failed or refused
 //! transfer never leaves a file under the final name.
+//!
+//! A file offered under a name registered with [`Receiver::expect_file`] goes to the
+//! registered path instead (part and resume files beside it); registered names start
+//! with a dot, which a plain offer may not use, so an offer arriving after the
+//! registration was withdrawn is refused rather than written to the receive directory.
 
 use std::{
     collections::HashMap,
@@ -79,6 +84,8 @@ pub struct Receiver {
     pools: Mutex<HashMap<usize, BlockPool>>,
     /// Consumers waiting for the stream of that name (instead of a file).
     consumers: Mutex<HashMap<String, Consumer>>,
+    /// Final paths of expected files, by offered name (instead of the receive directory).
+    files: Mutex<HashMap<String, PathBuf>>,
     /// Takes control conversations that are not transfers (VM migration).
     handler: Mutex<Option<Arc<dyn ControlHandler>>>,
 }
@@ -158,6 +165,7 @@ impl Receiver {
             stats: Arc::default(),
             pools: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             handler: Mutex::new(None),
         }))
     }
@@ -186,6 +194,46 @@ impl Receiver {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(name)
             .is_some()
+    }
+
+    /// Writes the next file offered as `name` to `target` (verified, then renamed into
+    /// place there) instead of the receive directory. `name` must start with a dot (see
+    /// the module doc); `target`'s directory must exist. Replaces an earlier
+    /// registration of that name.
+    pub fn expect_file(&self, name: &str, target: PathBuf) -> Result<(), AmstError> {
+        if !name.starts_with('.') || name.contains(['/', '\0']) || name.len() > 255 {
+            return Err(AmstError::Invalid(format!(
+                "expected file name {name:?} must be one path component starting with a dot"
+            )));
+        }
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), target);
+        Ok(())
+    }
+
+    /// Withdraws a file registration; returns whether no offer had used it yet.
+    pub fn forget_file(&self, name: &str) -> bool {
+        self.files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .is_some()
+    }
+
+    /// Where an offered file goes: its registered path (used once), else the receive
+    /// directory under a plain name.
+    fn file_target(&self, name: &str) -> Result<PathBuf, AmstError> {
+        let registered = self
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+        match registered {
+            Some(target) => Ok(target),
+            None => validate_name(name).map(|()| self.config.dir.join(name)),
+        }
     }
 
     /// Counters for metrics.
@@ -361,7 +409,10 @@ impl Receiver {
                 .into());
             }
         };
-        let session = match self.open_session(&transfer_id, &name, size, block_size) {
+        let opened = self
+            .file_target(&name)
+            .and_then(|target| self.open_session(&transfer_id, target, size, block_size));
+        let session = match opened {
             Ok(session) => Arc::new(session),
             Err(err) => {
                 let reason = crate::error_chain(&err);
@@ -564,16 +615,22 @@ impl Receiver {
     fn open_session(
         &self,
         transfer_id: &str,
-        name: &str,
+        target: PathBuf,
         size: u64,
         block_size: u32,
     ) -> Result<Session, AmstError> {
-        validate_name(name)?;
         check_block_size(block_size)?;
-        let dir = &self.config.dir;
+        let (Some(dir), Some(name)) = (
+            target.parent(),
+            target.file_name().map(|n| n.to_string_lossy()),
+        ) else {
+            return Err(AmstError::Invalid(format!(
+                "{} names no file in a directory",
+                target.display()
+            )));
+        };
         let part = dir.join(format!(".{name}.dwcp-part"));
         let state = dir.join(format!(".{name}.dwcp-state"));
-        let target = dir.join(name);
         let io = |what, path: &Path| {
             let path = path.display().to_string();
             move |source| AmstError::File { what, path, source }

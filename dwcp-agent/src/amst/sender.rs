@@ -150,7 +150,7 @@ pub struct Hooks<'a> {
     pub on_progress: Option<&'a dyn Fn(Progress)>,
 }
 
-/// Sends the file at `path` to the receiver at `addr`.
+/// Sends the file at `path` to the receiver at `addr`, offered under its file name.
 pub fn send_file(
     path: &Path,
     addr: SocketAddr,
@@ -159,6 +159,26 @@ pub fn send_file(
     probes: Option<&Probes>,
     hooks: &Hooks<'_>,
 ) -> Result<Summary, AmstError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| AmstError::Invalid(format!("{} has no UTF-8 file name", path.display())))?
+        .to_owned();
+    send_file_as(path, &name, addr, psk, options, probes, hooks)
+}
+
+/// Sends the file at `path` offered as `name` (a name the receiver registered with
+/// [`super::receiver::Receiver::expect_file`], or a plain file name).
+pub fn send_file_as(
+    path: &Path,
+    name: &str,
+    addr: SocketAddr,
+    psk: &Psk,
+    options: &SendOptions,
+    probes: Option<&Probes>,
+    hooks: &Hooks<'_>,
+) -> Result<Summary, AmstError> {
+    let name = name.to_owned();
     let file_err = |what| {
         move |source| AmstError::File {
             what,
@@ -168,11 +188,6 @@ pub fn send_file(
     };
     let file = File::open(path).map_err(file_err("Cannot open"))?;
     let size = source_size(&file).map_err(file_err("Cannot size"))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| AmstError::Invalid(format!("{} has no UTF-8 file name", path.display())))?
-        .to_owned();
     let block_size = u32::try_from(options.block_size)
         .map_err(|_| AmstError::Invalid(format!("block size {} too large", options.block_size)))?;
     let mtime = file.metadata().ok().and_then(|m| m.modified().ok());

@@ -54,6 +54,7 @@ impl From<MigrateError> for ApiError {
             | MigrateError::Destination { .. }
             | MigrateError::LocalDisk(..)
             | MigrateError::Psk(_) => StatusCode::BAD_REQUEST,
+            MigrateError::Disk { .. } => StatusCode::CONFLICT,
             MigrateError::Connect { .. } | MigrateError::Refused(_) => StatusCode::BAD_GATEWAY,
         };
         tracing::warn!(error = %crate::error_chain(&err), "Migration refused");

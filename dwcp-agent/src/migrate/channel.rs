@@ -3,7 +3,9 @@
 //!
 //! It is the same PSK-authenticated control connection as a transfer's, carrying the
 //! migration messages of [`Control`]: `MigratePrepare` → `MigrateReady` (or `Abort`),
-//! later `MigrateCommit` → `MigrateDone` (or `Abort`). The destination holds its
+//! later `MigrateCommit` → `MigrateDone` (or `Abort`). With a disk (cold), `MigratePrepare`
+//! is answered `MigrateDiskReady`, and `MigrateDiskSent` → `MigrateReady` follows the
+//! disk's file transfer (see [`super::disk`]). The destination holds its
 //! half-started VM exactly as long as this connection is open without a commit: closing
 //! it (or this process dying) makes the destination roll back.
 
@@ -12,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use super::{MigrateError, MigrationMode};
+use super::{MigrateError, MigrationMode, disk::DiskOffer};
 use crate::{
     amst::AmstError,
     protocol::{
@@ -47,14 +49,15 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// Connects and authenticates, sends `MigratePrepare` and waits for `MigrateReady`.
+    /// Connects and authenticates, sends `MigratePrepare` and waits for `MigrateReady`,
+    /// or with `disk` for `MigrateDiskReady` (then send the disk and [`Channel::disk_sent`]).
     pub fn prepare(
         addr: SocketAddr,
         psk: &Psk,
         spec: &VmSpec,
         stream: &str,
-        mode: MigrationMode,
-        accel: crate::vm::accel::Accel,
+        (mode, accel): (MigrationMode, crate::vm::accel::Accel),
+        disk: Option<&DiskOffer>,
     ) -> Result<Self, MigrateError> {
         let connect = |source: AmstError| MigrateError::Connect { addr, source };
         let mut tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
@@ -74,15 +77,45 @@ impl Channel {
             mode,
             resume: true,
             accel,
+            disk: disk.cloned(),
         };
         messages::send(&mut channel.writer, &prepare).map_err(|e| connect(e.into()))?;
+        let (expected, name) = match disk {
+            Some(_) => (Control::MigrateDiskReady, "migrate_disk_ready"),
+            None => (Control::MigrateReady, "migrate_ready"),
+        };
         match messages::recv(&mut channel.reader).map_err(|e| connect(e.into()))? {
-            Control::MigrateReady => Ok(channel),
+            answer if answer == expected => Ok(channel),
             Control::Abort { reason } => Err(MigrateError::Refused(reason)),
             other => Err(MigrateError::Refused(format!(
-                "it answered {} instead of migrate_ready",
+                "it answered {} instead of {name}",
                 other.kind()
             ))),
+        }
+    }
+
+    /// Tells the destination its disk is in place and waits for `MigrateReady` (its QEMU
+    /// started with the disk); returns why not.
+    pub fn disk_sent(&mut self) -> Result<(), String> {
+        messages::send(&mut self.writer, &Control::MigrateDiskSent).map_err(|e| {
+            format!(
+                "Cannot tell the destination the disk was sent: {}",
+                crate::error_chain(&e)
+            )
+        })?;
+        match messages::recv(&mut self.reader) {
+            Ok(Control::MigrateReady) => Ok(()),
+            Ok(Control::Abort { reason }) => {
+                Err(format!("Destination refused the copied disk: {reason}"))
+            }
+            Ok(other) => Err(format!(
+                "Destination answered {} instead of migrate_ready",
+                other.kind()
+            )),
+            Err(e) => Err(format!(
+                "Lost the destination agent while it started the VM's QEMU: {}",
+                crate::error_chain(&e)
+            )),
         }
     }
 

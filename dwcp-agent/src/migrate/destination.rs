@@ -5,7 +5,9 @@
 //! run on the agent's tokio runtime through a [`tokio::runtime::Handle`]. The VM is held
 //! here only while the conversation lasts: a commit makes it this host's VM, anything
 //! else (an `Abort`, the connection closing, the local QEMU dying, a failed commit)
-//! kills the QEMU and removes the record, so no half-started VM stays behind.
+//! kills the QEMU and removes the record, so no half-started VM stays behind. A cold
+//! migration's disk arrives before the QEMU starts ([`super::disk`]); the VM's directory,
+//! removed on rollback, holds it.
 
 use std::{
     net::{Shutdown, TcpStream},
@@ -17,7 +19,10 @@ use std::{
     time::Duration,
 };
 
-use super::{Direction, MigrationMode, MigrationReport};
+use super::{
+    Direction, MigrationMode, MigrationReport,
+    disk::{DiskOffer, ExpectedDisk},
+};
 use crate::{
     amst::{
         AmstError,
@@ -28,7 +33,7 @@ use crate::{
         frame::{FrameReader, FrameWriter},
         messages::{self, Control},
     },
-    vm::{VmManager, VmSpec},
+    vm::{VmManager, VmSpec, incoming::IncomingVm},
 };
 
 /// How long a migration may last before the destination gives up waiting for the commit.
@@ -63,24 +68,105 @@ impl Destination {
         &self,
         spec: VmSpec,
         stream: &str,
-        mode: MigrationMode,
+        (mode, accel): (MigrationMode, crate::vm::accel::Accel),
         peer: String,
-        accel: crate::vm::accel::Accel,
     ) -> Result<Arc<crate::vm::process::QemuProcess>, String> {
-        let receiver = self
-            .receiver
-            .upgrade()
-            .ok_or_else(|| "The receiver is shutting down".to_owned())?;
+        let receiver = self.receiver()?;
         let name = spec.name.clone();
         let report = MigrationReport::new(Direction::Incoming, peer, mode, String::new());
         let incoming = self
             .runtime
             .block_on(self.manager.prepare_incoming(spec, report, accel))
             .map_err(|e| crate::error_chain(&e))?;
+        self.connect_stream(&name, &incoming, stream, &receiver)
+    }
+
+    /// Cold migration with a disk (see [`super::disk`]): reserves the VM, answers
+    /// `MigrateDiskReady`, waits for the disk's file transfer and `MigrateDiskSent`, then
+    /// starts the QEMU with the local copy. Any failure after the reservation removes the
+    /// VM with its directory, and so the disk.
+    fn prepare_with_disk(
+        &self,
+        mut spec: VmSpec,
+        (stream, offer): (&str, &DiskOffer),
+        (mode, accel): (MigrationMode, crate::vm::accel::Accel),
+        peer: String,
+        (reader, writer): (&mut FrameReader<TcpStream>, &mut FrameWriter<TcpStream>),
+    ) -> Result<Arc<crate::vm::process::QemuProcess>, String> {
+        if mode != MigrationMode::Cold {
+            return Err(format!(
+                "a {} migration cannot bring a disk; only cold migration moves disks",
+                mode.as_str()
+            ));
+        }
+        offer.check(&spec.name)?;
+        let receiver = self.receiver()?;
+        let name = spec.name.clone();
+        let dir = self.manager.vm_dir(&name);
+        spec.disk = Some(offer.target(&dir));
+        let report = MigrationReport::new(Direction::Incoming, peer, mode, String::new());
+        self.runtime
+            .block_on(self.manager.reserve_incoming(spec, report, accel))
+            .map_err(|e| crate::error_chain(&e))?;
+        let chain = |e: ProtocolError| crate::error_chain(&e);
+        let outcome = (|| {
+            let expected = ExpectedDisk::register(&receiver, offer, &dir)?;
+            messages::send(writer, &Control::MigrateDiskReady).map_err(chain)?;
+            reader
+                .get_ref()
+                .set_read_timeout(Some(COMMIT_WAIT))
+                .map_err(|e| chain(ProtocolError::Io(e)))?;
+            tracing::info!(vm = %name, file = %offer.file, bytes = offer.size, "Waiting for the disk");
+            match messages::recv(reader) {
+                Ok(Control::MigrateDiskSent) => expected.arrived(offer.size)?,
+                Ok(Control::Abort { reason }) => {
+                    return Err(format!("the source gave up: {reason}"));
+                }
+                Ok(other) => {
+                    return Err(format!(
+                        "the source sent {} instead of migrate_disk_sent",
+                        other.kind()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "lost the source agent during the disk copy: {}",
+                        chain(e)
+                    ));
+                }
+            }
+            drop(expected);
+            let incoming = self
+                .runtime
+                .block_on(self.manager.launch_incoming(&name))
+                .map_err(|e| crate::error_chain(&e))?;
+            self.connect_stream(&name, &incoming, stream, &receiver)
+        })();
+        if let Err(reason) = &outcome {
+            self.runtime
+                .block_on(self.manager.discard_incoming(&name, reason));
+        }
+        outcome
+    }
+
+    fn receiver(&self) -> Result<Arc<Receiver>, String> {
+        self.receiver
+            .upgrade()
+            .ok_or_else(|| "The receiver is shutting down".to_owned())
+    }
+
+    /// Routes the migration stream into the waiting QEMU's incoming socket.
+    fn connect_stream(
+        &self,
+        name: &str,
+        incoming: &IncomingVm,
+        stream: &str,
+        receiver: &Receiver,
+    ) -> Result<Arc<crate::vm::process::QemuProcess>, String> {
         match UnixStream::connect(&incoming.socket) {
             Ok(socket) => {
                 receiver.expect_stream(stream, Box::new(socket));
-                Ok(incoming.process)
+                Ok(Arc::clone(&incoming.process))
             }
             Err(e) => {
                 let reason = format!(
@@ -88,7 +174,7 @@ impl Destination {
                     incoming.socket.display()
                 );
                 self.runtime
-                    .block_on(self.manager.discard_incoming(&name, &reason));
+                    .block_on(self.manager.discard_incoming(name, &reason));
                 Err(reason)
             }
         }
@@ -108,6 +194,7 @@ impl ControlHandler for Destination {
             mode,
             resume,
             accel,
+            disk,
         } = first
         else {
             return Err(ProtocolError::Unexpected {
@@ -122,7 +209,13 @@ impl ControlHandler for Destination {
             .peer_addr()
             .map_or_else(|_| "unknown".into(), |a| a.to_string());
         tracing::info!(vm = %name, %peer, mode = mode.as_str(), "Incoming migration requested");
-        let process = match self.prepare(vm, &stream, mode, peer, accel) {
+        let prepared = match &disk {
+            Some(offer) => {
+                self.prepare_with_disk(vm, (&stream, offer), (mode, accel), peer, (reader, writer))
+            }
+            None => self.prepare(vm, &stream, (mode, accel), peer),
+        };
+        let process = match prepared {
             Ok(process) => process,
             Err(reason) => {
                 messages::send(

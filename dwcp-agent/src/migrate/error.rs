@@ -19,12 +19,21 @@ pub enum MigrateError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The VM has a writable local disk that the mode cannot move.
+    /// The VM has a local disk and the mode cannot move it.
     #[error(
-        "VM {0} has a writable local disk: {1} migration moves RAM and device state only; \
-         stop the VM and copy its disk, or migrate a diskless VM"
+        "VM {0} has a local disk: {1} migration moves RAM and device state only; cold \
+         migration moves the disk too (live and warm would need shared storage or block \
+         mirroring, and QEMU 7.2's block migration is deprecated)"
     )]
     LocalDisk(String, &'static str),
+    /// The VM's disk cannot be offered for a cold migration.
+    #[error("Cannot read the disk {path}: {reason}")]
+    Disk {
+        /// The disk image.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// No key to authenticate to the destination.
     #[error("No pre-shared key for the destination: {0}")]
     Psk(String),

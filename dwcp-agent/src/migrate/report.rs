@@ -23,6 +23,8 @@ pub enum Direction {
 pub enum Phase {
     /// Talking to the destination agent, its QEMU starting.
     Preparing,
+    /// Cold migration with a local disk: the paused guest's disk image goes over AMST.
+    CopyingDisk,
     /// QEMU's migration stream flows over AMST.
     Transferring,
     /// The source QEMU completed; the destination takes the VM over.
@@ -111,8 +113,11 @@ pub struct MigrationReport {
     pub finished_at_ms: Option<u64>,
     /// QEMU's latest figures (source side).
     pub progress: Option<MigrationProgress>,
-    /// Payload bytes the AMST streams sent (after the codec).
+    /// Payload bytes the AMST streams sent (after the codec), the disk copy included.
     pub wire_bytes: u64,
+    /// The disk copy of a cold migration with a local disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<super::disk::DiskProgress>,
     /// Whether the agent paused the guest itself (warm: after pre-copy; cold: first).
     pub paused_by_agent: bool,
     /// What the guest saw (source side, completed migrations): from QEMU's last `STOP`
@@ -140,6 +145,7 @@ impl MigrationReport {
             finished_at_ms: None,
             progress: None,
             wire_bytes: 0,
+            disk: None,
             paused_by_agent: false,
             guest_downtime_ms: None,
             total_seconds: None,

@@ -3,7 +3,9 @@
 //!
 //! [`start`] checks the request, puts the VM in Migrating and has the destination agent
 //! prepare (its QEMU waiting with `-incoming`); any refusal up to there is returned to
-//! the client and the VM runs on untouched. The rest runs as a task ([`drive`]): QEMU
+//! the client and the VM runs on untouched. The rest runs as a task ([`drive`]): a cold
+//! migration with a local disk first pauses the guest and copies the disk
+//! ([`super::disk`]); then QEMU
 //! migrates to a unix socket of this agent, whose bytes [`send_stream`] carries to the
 //! destination; `query-migrate` is polled every 500 ms for progress; once QEMU reports
 //! `completed` and the stream is verified, the destination is told to commit and the
@@ -13,6 +15,7 @@
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -26,6 +29,7 @@ use super::{
     Direction, MigrateError, MigrateRequest, MigrationMode, MigrationProgress, MigrationReport,
     Phase,
     channel::{Arrived, Channel},
+    disk::{self, CopyTarget, DiskOffer, DiskProgress},
     metrics,
     pacing::LinkPacer,
     warm::WarmPolicy,
@@ -80,12 +84,11 @@ pub async fn start(
 ) -> Result<MigrationReport, MigrateError> {
     let settings = settings(manager, &request).await?;
     let spec = manager.status(name)?.record.spec;
-    if spec.disk.is_some() {
-        return Err(MigrateError::LocalDisk(
-            name.to_owned(),
-            settings.mode.as_str(),
-        ));
-    }
+    let disk = match (&spec.disk, settings.mode) {
+        (None, _) => None,
+        (Some(path), MigrationMode::Cold) => Some((path.clone(), DiskOffer::of(name, path)?)),
+        (Some(_), mode) => return Err(MigrateError::LocalDisk(name.to_owned(), mode.as_str())),
+    };
     let mut report = MigrationReport::new(
         Direction::Outgoing,
         request.to.clone(),
@@ -103,8 +106,9 @@ pub async fn start(
             settings.mode,
             vm.accel,
         );
+        let offer = disk.as_ref().map(|(_, offer)| offer.clone());
         tokio::task::spawn_blocking(move || {
-            Channel::prepare(addr, &psk, &spec, &stream, mode, accel)
+            Channel::prepare(addr, &psk, &spec, &stream, (mode, accel), offer.as_ref())
         })
         .await
         .unwrap_or_else(|join| {
@@ -123,13 +127,23 @@ pub async fn start(
             return Err(err);
         }
     };
-    report.phase = Phase::Transferring;
+    match &disk {
+        Some((_, offer)) => {
+            report.phase = Phase::CopyingDisk;
+            report.disk = Some(DiskProgress {
+                file: offer.file.clone(),
+                done_bytes: 0,
+                total_bytes: offer.size,
+            });
+        }
+        None => report.phase = Phase::Transferring,
+    }
     manager.update_migration(name, &report);
-    tracing::info!(vm = %name, to = %request.to, mode = settings.mode.as_str(), "Migration started");
+    tracing::info!(vm = %name, to = %request.to, mode = settings.mode.as_str(), disk = ?spec.disk, "Migration started");
     tokio::spawn(drive(
         manager.clone(),
         name.to_owned(),
-        vm,
+        (vm, disk),
         channel,
         stream,
         settings,
@@ -188,18 +202,38 @@ async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Setti
 async fn drive(
     manager: VmManager,
     name: String,
-    vm: OutgoingVm,
+    (vm, disk): (OutgoingVm, Option<(PathBuf, DiskOffer)>),
     channel: Channel,
     stream: String,
     settings: Settings,
     mut report: MigrationReport,
 ) {
-    let outcome = match transfer(&manager, &name, &vm, &stream, &settings, &mut report).await {
-        Ok(()) => commit(&manager, &name, channel, &mut report).await,
-        Err(reason) => {
-            let _ = vm.qmp.migrate_cancel().await;
-            abort_channel(channel, reason.clone()).await;
-            Err(reason)
+    let copied = match &disk {
+        Some((path, offer)) => {
+            move_disk(
+                &manager,
+                &name,
+                &vm,
+                (path, offer),
+                channel,
+                &settings,
+                &mut report,
+            )
+            .await
+        }
+        None => Ok(channel),
+    };
+    let outcome = match copied {
+        Err(reason) => Err(reason),
+        Ok(channel) => {
+            match transfer(&manager, &name, &vm, &stream, &settings, &mut report).await {
+                Ok(()) => commit(&manager, &name, channel, &mut report).await,
+                Err(reason) => {
+                    let _ = vm.qmp.migrate_cancel().await;
+                    abort_channel(channel, reason.clone()).await;
+                    Err(reason)
+                }
+            }
         }
     };
     match outcome {
@@ -253,6 +287,49 @@ async fn commit(
     }
 }
 
+/// Cold migration's disk step: pauses the guest, copies its disk, and has the
+/// destination start its QEMU with the copy. On failure the destination was told to
+/// roll back (the channel is gone) and the reason is returned.
+async fn move_disk(
+    manager: &VmManager,
+    name: &str,
+    vm: &OutgoingVm,
+    (path, offer): (&Path, &DiskOffer),
+    channel: Channel,
+    settings: &Settings,
+    report: &mut MigrationReport,
+) -> Result<Channel, String> {
+    let paused = vm.qmp.stop().await.map_err(|e| crate::error_chain(&e));
+    report.paused_by_agent = paused.is_ok();
+    let target = CopyTarget {
+        addr: settings.addr,
+        psk: settings.psk.clone(),
+        options: settings.options.clone(),
+    };
+    let copied = match paused {
+        Ok(()) => disk::copy(manager, name, path, offer, &target, report).await,
+        Err(reason) => Err(reason),
+    };
+    if let Err(reason) = copied {
+        abort_channel(channel, reason.clone()).await;
+        return Err(reason);
+    }
+    let (channel, ready) = tokio::task::spawn_blocking(move || {
+        let mut channel = channel;
+        let ready = channel.disk_sent();
+        (channel, ready)
+    })
+    .await
+    .map_err(|join| format!("The disk hand-over crashed: {join}"))?;
+    if let Err(reason) = ready {
+        abort_channel(channel, reason.clone()).await;
+        return Err(reason);
+    }
+    report.phase = Phase::Transferring;
+    manager.update_migration(name, report);
+    Ok(channel)
+}
+
 async fn abort_channel(channel: Channel, reason: String) {
     let _ = tokio::task::spawn_blocking(move || channel.abort(&reason)).await;
 }
@@ -281,7 +358,7 @@ async fn transfer(
     }))
     .await
     .map_err(qmp_err)?;
-    if settings.mode == MigrationMode::Cold {
+    if settings.mode == MigrationMode::Cold && !report.paused_by_agent {
         qmp.stop().await.map_err(qmp_err)?;
         report.paused_by_agent = true;
     }
@@ -306,7 +383,9 @@ async fn transfer(
             ));
         }
     };
-    // QEMU's bytes handed to the streams (for pacing), and the same after the codec.
+    // QEMU's bytes handed to the streams (for pacing), and the same after the codec;
+    // the disk copy's bytes, if any, came first.
+    let base = report.wire_bytes;
     let (raw, wire) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut sender = Some({
         let (raw, wire) = (Arc::clone(&raw), Arc::clone(&wire));
@@ -334,7 +413,7 @@ async fn transfer(
         if let Some(handle) = sender.take_if(|h| h.is_finished()) {
             match handle.await {
                 Ok(Ok(summary)) => {
-                    report.wire_bytes = report.wire_bytes.max(wire.load(Ordering::Relaxed));
+                    report.wire_bytes = report.wire_bytes.max(base + wire.load(Ordering::Relaxed));
                     tracing::info!(vm = %name, bytes = summary.bytes, wire = report.wire_bytes, "Migration stream verified by the destination");
                     sent = true;
                 }
@@ -349,7 +428,7 @@ async fn transfer(
         }
         let reply = qmp.query_migrate().await.map_err(qmp_err)?;
         let progress = MigrationProgress::from_query(&reply);
-        report.wire_bytes = report.wire_bytes.max(wire.load(Ordering::Relaxed));
+        report.wire_bytes = report.wire_bytes.max(base + wire.load(Ordering::Relaxed));
         report.progress = Some(progress.clone());
         manager.update_migration(name, report);
         metrics::progress(manager.metrics(), name, report);

@@ -75,7 +75,16 @@ pub enum Control {
         resume: bool,
         /// The source QEMU's accelerator: the destination must use the same one.
         accel: crate::vm::accel::Accel,
+        /// Cold migration of a VM with a local disk: the disk file comes first, as an
+        /// AMST file transfer (answered by `MigrateDiskReady`, not `MigrateReady`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<crate::migrate::disk::DiskOffer>,
     },
+    /// Destination agent: the VM is reserved (no QEMU yet) and the disk file is expected
+    /// as the transfer the offer named.
+    MigrateDiskReady,
+    /// Source agent: the disk transfer was verified and is in place; start the QEMU.
+    MigrateDiskSent,
     /// Destination agent: its QEMU waits for the stream.
     MigrateReady,
     /// Source agent: its QEMU completed the migration; take the VM over.
@@ -131,6 +140,8 @@ impl Control {
             Self::Done { .. } => "done",
             Self::Abort { .. } => "abort",
             Self::MigratePrepare { .. } => "migrate_prepare",
+            Self::MigrateDiskReady => "migrate_disk_ready",
+            Self::MigrateDiskSent => "migrate_disk_sent",
             Self::MigrateReady => "migrate_ready",
             Self::MigrateCommit => "migrate_commit",
             Self::MigrateDone { .. } => "migrate_done",
@@ -218,7 +229,14 @@ mod tests {
                 mode: crate::migrate::MigrationMode::Warm,
                 resume: true,
                 accel: crate::vm::accel::Accel::Tcg,
+                disk: Some(crate::migrate::disk::DiskOffer {
+                    file: "root.qcow2".into(),
+                    size: 64 << 20,
+                    transfer: ".migrate-vm1-disk".into(),
+                }),
             },
+            Control::MigrateDiskReady,
+            Control::MigrateDiskSent,
             Control::MigrateReady,
             Control::MigrateCommit,
             Control::MigrateDone {

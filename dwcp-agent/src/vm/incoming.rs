@@ -52,44 +52,77 @@ impl VmManager {
     ) -> Result<IncomingVm, VmError> {
         spec.validate()?;
         let name = spec.name.clone();
+        self.reserve_incoming(spec, report, accel).await?;
+        self.launch_incoming(&name).await
+    }
+
+    /// Defines `spec` here in state Migrating without starting QEMU: a cold migration's
+    /// disk arrives first (into [`VmManager::vm_dir`]), then
+    /// [`VmManager::launch_incoming`]. The disk file need not exist yet. A name already
+    /// taken or an invalid spec is refused and leaves nothing behind; afterwards
+    /// [`VmManager::discard_incoming`] removes the VM with its directory.
+    pub async fn reserve_incoming(
+        &self,
+        spec: VmSpec,
+        report: MigrationReport,
+        accel: super::accel::Accel,
+    ) -> Result<(), VmError> {
+        spec.validate_awaiting_disk()?;
+        let name = spec.name.clone();
         let mut record = VmRecord::new(spec);
         record.state = record.state.apply(&Action::ReceiveMigration)?;
         record.migration = Some(report);
+        // The migrated state only loads under the source's accelerator: no probe here.
+        record.accel = Some(accel);
+        record.accel_reason = Some("the migration source's accelerator".into());
         self.forget_migrated_away(&name).await;
-        let slot = {
-            let mut vms = lock(&self.inner.vms);
-            if vms.contains_key(&name) {
-                return Err(VmError::Exists(name));
-            }
-            self.inner.store.save(&record)?;
-            let slot = Arc::new(Slot::new(Vm {
+        let mut vms = lock(&self.inner.vms);
+        if vms.contains_key(&name) {
+            return Err(VmError::Exists(name));
+        }
+        self.inner.store.save(&record)?;
+        vms.insert(
+            name,
+            Arc::new(Slot::new(Vm {
                 record,
                 runtime: None,
-            }));
-            vms.insert(name.clone(), Arc::clone(&slot));
-            slot
-        };
-        let mut vm = slot.vm.lock().await;
-        // The migrated state only loads under the source's accelerator: no probe here.
-        let paths = self.inner.store.paths(&name);
+            })),
+        );
+        Ok(())
+    }
+
+    /// Starts the QEMU of a VM reserved by [`VmManager::reserve_incoming`], waiting with
+    /// `-incoming`. Its spec is checked in full first (the disk must be in place now);
+    /// a refused spec or a QEMU that does not come up removes the VM.
+    pub async fn launch_incoming(&self, name: &str) -> Result<IncomingVm, VmError> {
+        let slot = self.slot(name)?;
+        let mut vm = self.lock_live(&slot, name).await?;
+        let paths = self.inner.store.paths(name);
         let socket = paths.dir.join("incoming.sock");
-        vm.record.accel = Some(accel);
-        vm.record.accel_reason = Some("the migration source's accelerator".into());
-        let launched = runtime::launch_with(
-            &self.inner.config.qemu,
-            &vm.record.spec,
-            accel,
-            &paths,
-            self.inner.config.start_timeout,
-            Some(&socket),
-        )
-        .await;
+        let accel = vm.record.accel.unwrap_or(super::accel::Accel::Tcg);
+        let launched = match vm.record.spec.validate() {
+            Ok(()) => {
+                runtime::launch_with(
+                    &self.inner.config.qemu,
+                    &vm.record.spec,
+                    accel,
+                    &paths,
+                    self.inner.config.start_timeout,
+                    Some(&socket),
+                )
+                .await
+            }
+            Err(err) => Err(err.to_string()),
+        };
         let (process, qmp) = match launched {
             Ok(parts) => parts,
             Err(reason) => {
                 drop(vm);
-                self.remove_incoming(&name, &slot).await;
-                return Err(VmError::StartFailed { name, reason });
+                self.remove_incoming(name, &slot).await;
+                return Err(VmError::StartFailed {
+                    name: name.to_owned(),
+                    reason,
+                });
             }
         };
         vm.record.pid = Some(process.pid);
@@ -97,6 +130,11 @@ impl VmManager {
         self.save(&slot, &mut vm)?;
         tracing::info!(vm = %name, pid = process.pid, "Waiting for an incoming migration");
         Ok(IncomingVm { socket, process })
+    }
+
+    /// The directory of VM `name` under the state directory (its disk goes there).
+    pub fn vm_dir(&self, name: &str) -> PathBuf {
+        self.inner.store.paths(name).dir
     }
 
     /// The source completed: waits (up to `timeout`) until QEMU here has loaded the

@@ -119,6 +119,16 @@ impl VmSpec {
 
     /// Checks every field; the first problem found is reported.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.validate_with(true)
+    }
+
+    /// Like [`VmSpec::validate`], but the disk file need not exist yet (a cold
+    /// migration's disk arrives after the VM was reserved); its path is still checked.
+    pub fn validate_awaiting_disk(&self) -> Result<(), SpecError> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, disk_exists: bool) -> Result<(), SpecError> {
         validate_name(&self.name)?;
         if !(1..=MAX_VCPUS).contains(&self.vcpus) {
             return Err(SpecError::Vcpus(self.vcpus));
@@ -142,8 +152,10 @@ impl VmSpec {
             ("kernel", &self.kernel),
             ("initrd", &self.initrd),
         ] {
-            if let Some(path) = path {
-                check_file(field, path)?;
+            match path {
+                Some(path) if field == "disk" && !disk_exists => check_absolute(field, path)?,
+                Some(path) => check_file(field, path)?,
+                None => {}
             }
         }
         if let Some(append) = &self.append
@@ -179,13 +191,19 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
-fn check_file(field: &'static str, path: &Path) -> Result<(), SpecError> {
-    if !path.is_absolute() {
-        return Err(SpecError::RelativePath {
+fn check_absolute(field: &'static str, path: &Path) -> Result<(), SpecError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(SpecError::RelativePath {
             field,
             path: path.display().to_string(),
-        });
+        })
     }
+}
+
+fn check_file(field: &'static str, path: &Path) -> Result<(), SpecError> {
+    check_absolute(field, path)?;
     if std::fs::File::open(path).is_err() || !path.is_file() {
         return Err(SpecError::MissingFile {
             field,
@@ -238,6 +256,22 @@ mod tests {
         spec.memory_mib = 31;
         assert_eq!(spec.validate(), Err(SpecError::Memory(31)));
         assert!(spec.validate().unwrap_err().to_string().contains("32..="));
+    }
+
+    #[test]
+    fn a_disk_still_to_arrive_need_not_exist_but_must_be_absolute() {
+        let mut spec = VmSpec::named("a");
+        spec.disk = Some("/nonexistent/vms/a/root.raw".into());
+        spec.validate_awaiting_disk().unwrap();
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::MissingFile { field: "disk", .. })
+        ));
+        spec.disk = Some("root.raw".into());
+        assert!(matches!(
+            spec.validate_awaiting_disk(),
+            Err(SpecError::RelativePath { field: "disk", .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![expect(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod counting_alloc;
+pub mod migrate;
 pub mod receiver;
 pub mod vm;
 
