@@ -23,8 +23,9 @@ pub struct MigrateArgs {
     /// cold (pause, then move), warm (pre-copy, then pause) or live (downtime <= 300 ms).
     #[arg(long, default_value = "live")]
     pub mode: MigrationMode,
-    /// Stream encoding: hde, zstd or none.
-    #[arg(long, default_value = "hde", value_parser = ["hde", "zstd", "none"])]
+    /// Stream encoding: hde, zstd, none, or auto (HDE or raw per block, as measured
+    /// faster; the choice is on the agent's /metrics).
+    #[arg(long, default_value = "hde", value_parser = ["hde", "zstd", "none", "auto"])]
     pub codec: String,
     /// Destination's pre-shared key file [default: the agent's transport.psk_file].
     #[arg(long)]

@@ -300,7 +300,7 @@ fn requests_without_a_running_vm_are_refused_clearly() {
     assert_eq!(status, 400);
     assert_eq!(
         answer["error"],
-        "Invalid migration request: \"lz4\" is not a codec (hde, zstd or none)"
+        "Invalid migration request: \"lz4\" is not a codec (hde, zstd, none or auto)"
     );
 
     cli(

@@ -56,7 +56,8 @@ pub struct MigrateRequest {
     /// How to move the VM.
     #[serde(default)]
     pub mode: MigrationMode,
-    /// Stream encoding: `hde` (default), `zstd` or `none`.
+    /// Stream encoding: `hde` (default), `zstd`, `none`, or `auto` (HDE or raw per
+    /// block, whichever is measured faster on this link).
     #[serde(default = "default_codec")]
     pub codec: String,
     /// Pre-shared key file of the destination (default: this agent's `transport.psk_file`).
@@ -79,10 +80,13 @@ pub fn codec_choice(name: &str) -> Result<CodecChoice, String> {
     match name {
         "none" => Ok(CodecChoice::None),
         "zstd" => Ok(CodecChoice::Zstd { level: 1 }),
-        "hde" => Ok(CodecChoice::Hde {
+        // `auto` announces HDE and sends each block HDE-encoded or raw.
+        "hde" | "auto" => Ok(CodecChoice::Hde {
             config: dwcp_hde::HdeConfig::default(),
         }),
-        other => Err(format!("{other:?} is not a codec (hde, zstd or none)")),
+        other => Err(format!(
+            "{other:?} is not a codec (hde, zstd, none or auto)"
+        )),
     }
 }
 
@@ -103,7 +107,7 @@ mod tests {
         assert!(err.to_string().contains("unknown variant `hot`"), "{err}");
         assert_eq!(
             codec_choice("lz4").unwrap_err(),
-            "\"lz4\" is not a codec (hde, zstd or none)"
+            "\"lz4\" is not a codec (hde, zstd, none or auto)"
         );
         assert_eq!("warm".parse::<MigrationMode>(), Ok(MigrationMode::Warm));
         assert!("Warm".parse::<MigrationMode>().is_err());

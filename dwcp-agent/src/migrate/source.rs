@@ -166,6 +166,8 @@ async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Setti
         options: SendOptions {
             streams: StreamCount::Fixed(streams),
             codec,
+            auto_codec: request.codec == "auto",
+            codec_tally: Some(Arc::clone(&manager.metrics().codec.sender)),
             ..SendOptions::default()
         },
         timeout: request

@@ -16,6 +16,7 @@
 
 pub mod auto_codec;
 pub mod codec;
+pub mod codec_tally;
 pub mod encode_pipeline;
 pub mod outbox;
 pub mod receive;

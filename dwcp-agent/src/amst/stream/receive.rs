@@ -17,11 +17,14 @@ use std::{
     io::Write as _,
     net::TcpStream,
     path::{Path, PathBuf},
-    sync::{Condvar, Mutex, MutexGuard},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
     time::Duration,
 };
 
-use super::codec::{self, BlockDecoder};
+use super::{
+    codec::{self, BlockDecoder},
+    codec_tally::CodecTally,
+};
 use crate::{
     amst::{AmstError, digest::StreamDigest},
     pba::{Block, BlockPool, PoolConfig},
@@ -79,6 +82,8 @@ pub struct StreamSession {
     /// The control connection, to interrupt its wait for the sender's end message when
     /// the stream fails here (so the sender is told why, not just that streams broke).
     control: Mutex<Option<TcpStream>>,
+    /// Where delivered blocks are counted per codec.
+    tally: Arc<CodecTally>,
 }
 
 #[derive(Debug)]
@@ -101,14 +106,15 @@ struct Reorder {
 
 impl StreamSession {
     /// Opens the sink for stream `name` (the registered `consumer`, or a file in `dir`)
-    /// with a reorder `window` of blocks of at most `block_size` bytes.
+    /// with a reorder `window` of blocks of at most `block_size` bytes; delivered blocks
+    /// are counted in `tally`.
     pub fn open(
         dir: &Path,
         name: &str,
-        block_size: u32,
-        window: u64,
+        (block_size, window): (u32, u64),
         codec_choice: &CodecChoice,
         consumer: Option<Consumer>,
+        tally: Arc<CodecTally>,
     ) -> Result<Self, AmstError> {
         let decoder = BlockDecoder::new(codec_choice).map_err(AmstError::Invalid)?;
         let max_payload = codec::max_payload(codec_choice, block_size as usize);
@@ -167,6 +173,7 @@ impl StreamSession {
             }),
             delivered: Condvar::new(),
             control: Mutex::new(None),
+            tally,
         })
     }
 
@@ -301,6 +308,8 @@ impl StreamSession {
                 digest, decoded, ..
             } = &mut *s;
             digest.update(decoded);
+            self.tally
+                .record_block(header.codec, decoded.len() as u64, block.len() as u64);
             s.next += 1;
             s.next_offset += u64::from(header.raw_len);
             self.delivered.notify_all();
