@@ -11,9 +11,13 @@ use std::{
 };
 
 use crate::{
-    amst::receiver::{Receiver, ReceiverStats},
+    amst::{
+        receiver::{Receiver, ReceiverStats},
+        stream::codec_tally::TallySnapshot,
+    },
     metrics::{
         AgentMetrics, DirectionLabels, FlowLabels, OutcomeLabels, ProgramLabels, ThreadLabels,
+        codec::Direction,
     },
     probe::{ProbeError, Probes},
 };
@@ -48,6 +52,8 @@ pub struct Telemetry {
     programs: HashMap<String, (Duration, u64)>,
     totals: KernelTotals,
     receiver: Option<(Arc<Receiver>, [u64; 3], Duration)>,
+    /// The codec tallies as last exported: the receiver's, the agent's senders'.
+    codec_seen: [TallySnapshot; 2],
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -72,12 +78,29 @@ impl Telemetry {
             programs: HashMap::new(),
             totals: KernelTotals::default(),
             receiver: None,
+            codec_seen: [TallySnapshot::default(); 2],
         }
     }
 
     /// Exports the counters and block pools of a running DWCP receiver from now on.
     pub fn attach_receiver(&mut self, receiver: Arc<Receiver>) {
         self.receiver = Some((receiver, [0; 3], Duration::ZERO));
+    }
+
+    /// Exports the growth of the codec tallies (receiver: rx; the agent's senders: tx).
+    fn account_codecs(&mut self) {
+        if let Some((receiver, ..)) = &self.receiver {
+            let now = receiver.stats().codec.snapshot();
+            self.metrics
+                .codec
+                .export(Direction::Rx, &now, &self.codec_seen[0]);
+            self.codec_seen[0] = now;
+        }
+        let now = self.metrics.codec.sender.snapshot();
+        self.metrics
+            .codec
+            .export(Direction::Tx, &now, &self.codec_seen[1]);
+        self.codec_seen[1] = now;
     }
 
     fn account_receiver(&mut self) {
@@ -135,6 +158,7 @@ impl Telemetry {
     /// Reads the maps and updates the metrics. Does nothing without probes.
     pub fn refresh(&mut self) -> Result<(), ProbeError> {
         self.account_receiver();
+        self.account_codecs();
         let Some(probes) = &self.probes else {
             return Ok(());
         };

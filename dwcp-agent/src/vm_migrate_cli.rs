@@ -24,7 +24,7 @@ pub struct MigrateArgs {
     #[arg(long, default_value = "live")]
     pub mode: MigrationMode,
     /// Stream encoding: auto (HDE or raw per block, whichever is faster on the
-    /// measured link), hde, zstd or none.
+    /// measured link; the choice is on the agent's /metrics), hde, zstd or none.
     #[arg(long, default_value = "auto", value_parser = crate::amst::sender::CODEC_NAMES)]
     pub codec: String,
     /// Destination's pre-shared key file [default: the agent's transport.psk_file].

@@ -10,17 +10,25 @@
 
 mod common;
 
-use std::{io::Write as _, os::unix::net::UnixStream, sync::atomic::Ordering, thread};
+use std::{
+    io::Write as _,
+    os::unix::net::UnixStream,
+    sync::{Arc, atomic::Ordering},
+    thread,
+};
 
 use common::receiver::{TestReceiver, psk};
 use dwcp_agent::{
     amst::{
         sender::{Hooks, SendOptions, StreamCount},
         socket::SocketTuning,
-        stream::send::send_stream,
+        stream::{
+            codec_tally::{AutoCodec, DecisionReason, TallySnapshot},
+            send::send_stream,
+        },
         summary::Summary,
     },
-    protocol::messages::CodecChoice,
+    protocol::{frame::Codec, messages::CodecChoice},
 };
 use rand::{Rng as _, SeedableRng as _};
 
@@ -35,6 +43,7 @@ fn auto_options(streams: usize, pacing: Option<u64>) -> SendOptions {
             },
         },
         auto_codec: true,
+        codec_tally: Some(Arc::default()),
         tuning: SocketTuning {
             max_pacing_rate: pacing,
             ..SocketTuning::default()
@@ -61,12 +70,32 @@ fn send(rx: &TestReceiver, name: &str, bytes: &[u8], opts: &SendOptions) -> (Sum
     (summary, wire)
 }
 
+/// The sender's codec tally after a transfer with `opts`, checked against the receiver's:
+/// both sides count the same blocks and bytes per codec.
+fn tallies_agree(rx: &TestReceiver, opts: &SendOptions, bytes: usize) -> TallySnapshot {
+    let sent = opts.codec_tally.as_ref().map(|t| t.snapshot());
+    let sent = sent.expect("the options carry a tally");
+    assert_eq!(sent.codecs, rx.receiver.stats().codec.snapshot().codecs);
+    let raw: u64 = sent.codecs.iter().map(|c| c.raw_bytes).sum();
+    assert_eq!(raw, bytes as u64);
+    sent
+}
+
 #[test]
 fn fast_link_with_incompressible_data_goes_raw() {
     let rx = TestReceiver::start();
     let mut bytes = vec![0u8; 96 << 20];
     rand::rngs::StdRng::seed_from_u64(5).fill(&mut bytes[..]);
-    let (summary, wire) = send(&rx, "random", &bytes, &auto_options(4, None));
+    let opts = auto_options(4, None);
+    let (summary, wire) = send(&rx, "random", &bytes, &opts);
+    let tally = tallies_agree(&rx, &opts, bytes.len());
+    assert_eq!(tally.current, Some(AutoCodec::None), "{tally:?}");
+    assert!(
+        tally.decisions(AutoCodec::None, DecisionReason::Incompressible) > 0,
+        "{tally:?}"
+    );
+    assert!(tally.of(Codec::Hde).blocks >= 4, "the sample: {tally:?}");
+    assert!(tally.of(Codec::None).blocks > 0, "{tally:?}");
     let codec = summary.codec.expect("codec in the summary");
     let reason = summary.codec_reason.expect("reason in the summary");
     assert_eq!(codec, "auto: none", "{reason}");
@@ -94,7 +123,17 @@ fn slow_link_with_compressible_data_goes_hde() {
     let rx = TestReceiver::start();
     let bytes = compressible(6 * 1024); // 24 MiB
     // Two streams paced at 2 MB/s each: 4 MB/s, far below what HDE encodes.
-    let (summary, wire) = send(&rx, "memory", &bytes, &auto_options(2, Some(2_000_000)));
+    let opts = auto_options(2, Some(2_000_000));
+    let (summary, wire) = send(&rx, "memory", &bytes, &opts);
+    let tally = tallies_agree(&rx, &opts, bytes.len());
+    assert_eq!(tally.current, Some(AutoCodec::Hde), "{tally:?}");
+    // Link-bound, or bound by the encoder's CPU in an unoptimised build.
+    assert!(
+        tally.decisions(AutoCodec::Hde, DecisionReason::LinkBound)
+            + tally.decisions(AutoCodec::Hde, DecisionReason::CpuBound)
+            > 0,
+        "{tally:?}"
+    );
     let codec = summary.codec.expect("codec in the summary");
     let reason = summary.codec_reason.expect("reason in the summary");
     assert!(codec.starts_with("auto: hde"), "{codec}: {reason}");

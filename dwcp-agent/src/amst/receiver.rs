@@ -72,6 +72,8 @@ pub struct ReceiverStats {
     pub completed: AtomicU64,
     /// Transfers that failed or were refused.
     pub failed: AtomicU64,
+    /// Stream blocks delivered, per codec.
+    pub codec: Arc<super::stream::codec_tally::CodecTally>,
 }
 
 /// A running receiver.
@@ -544,7 +546,14 @@ impl Receiver {
         let opened = validate_name(name)
             .and_then(|()| check_block_size(block_size))
             .and_then(|()| {
-                StreamSession::open(&self.config.dir, name, block_size, window, codec, consumer)
+                StreamSession::open(
+                    &self.config.dir,
+                    name,
+                    (block_size, window),
+                    codec,
+                    consumer,
+                    Arc::clone(&self.stats.codec),
+                )
             });
         let session = match opened {
             Ok(session) => Arc::new(session),

@@ -82,6 +82,9 @@ pub struct SendOptions {
     /// Send stream payloads with `MSG_ZEROCOPY` (streamed transfers, which keep every
     /// block until acknowledged anyway; turned off per stream where the kernel copies).
     pub zerocopy: bool,
+    /// Counts blocks per codec and `auto`'s decisions (streamed transfers; the agent
+    /// exports them on `/metrics`).
+    pub codec_tally: Option<Arc<super::stream::codec_tally::CodecTally>>,
 }
 
 /// Stream encodings by name, as the CLI and the API take them.
@@ -123,6 +126,7 @@ impl Default for SendOptions {
             zerocopy: true,
             codec: messages::CodecChoice::None,
             auto_codec: false,
+            codec_tally: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Names, help texts and label names come from [`names`]; a test checks that what the
 //! registry encodes is exactly the set defined there.
 
+pub mod codec;
 pub mod names;
 
 use std::sync::atomic::AtomicU64;
@@ -112,6 +113,8 @@ pub struct AgentMetrics {
     pub amst_payload_bytes: Family<DirectionLabels, Counter>,
     /// [`names::AMST_TRANSFERS`].
     pub amst_transfers: Family<OutcomeLabels, Counter>,
+    /// The `dwcp_codec_*` metrics.
+    pub codec: codec::CodecMetrics,
     /// [`names::PBA_BLOCKS`].
     pub pba_blocks: Gauge,
     /// [`names::PBA_BLOCKS_IN_USE`].
@@ -230,6 +233,7 @@ impl AgentMetrics {
                 outcome: outcome.into(),
             });
         }
+        let codec = codec::CodecMetrics::register(r);
         let pba_blocks = register(r, names::PBA_BLOCKS, Gauge::default());
         let pba_blocks_in_use = register(r, names::PBA_BLOCKS_IN_USE, Gauge::default());
         let pba_overhead = register(r, names::PBA_OVERHEAD, SecondsGauge::default());
@@ -260,6 +264,7 @@ impl AgentMetrics {
             amst_streams,
             amst_payload_bytes,
             amst_transfers,
+            codec,
             pba_blocks,
             pba_blocks_in_use,
             pba_overhead,
@@ -379,5 +384,62 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dwcp_build_info{version="), "{text}");
+    }
+
+    /// The codec series exist (at zero) from the start, and a tally's growth shows up
+    /// on its side only; the choice gauge follows the latest decision.
+    #[test]
+    fn codec_series_follow_the_tallies() {
+        use crate::{
+            amst::stream::codec_tally::{
+                AutoCodec, CodecTally, Decision, DecisionReason, TallySnapshot,
+            },
+            protocol::frame::Codec,
+        };
+        let metrics = AgentMetrics::new();
+        let text = metrics.encode();
+        for series in [
+            "dwcp_codec_blocks_total{direction=\"rx\",codec=\"hde\"} 0",
+            "dwcp_codec_bytes_total{direction=\"tx\",codec=\"zstd\",kind=\"encoded\"} 0",
+            "dwcp_codec_choice{codec=\"none\"} 0",
+            "dwcp_codec_decisions_total{codec=\"hde\",reason=\"link_bound\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        let rx = CodecTally::default();
+        rx.record_block(Codec::Hde, 4096, 100);
+        let seen = rx.snapshot();
+        metrics
+            .codec
+            .export(codec::Direction::Rx, &seen, &TallySnapshot::default());
+        rx.record_block(Codec::Hde, 4096, 60);
+        rx.record_block(Codec::None, 10, 10);
+        metrics
+            .codec
+            .export(codec::Direction::Rx, &rx.snapshot(), &seen);
+        let tx = &metrics.codec.sender;
+        tx.record_decision(Decision {
+            codec: AutoCodec::Hde,
+            reason: DecisionReason::CpuBound,
+        });
+        metrics.codec.export(
+            codec::Direction::Tx,
+            &tx.snapshot(),
+            &TallySnapshot::default(),
+        );
+        let text = metrics.encode();
+        for series in [
+            "dwcp_codec_blocks_total{direction=\"rx\",codec=\"hde\"} 2",
+            "dwcp_codec_blocks_total{direction=\"rx\",codec=\"none\"} 1",
+            "dwcp_codec_blocks_total{direction=\"tx\",codec=\"hde\"} 0",
+            "dwcp_codec_bytes_total{direction=\"rx\",codec=\"hde\",kind=\"raw\"} 8192",
+            "dwcp_codec_bytes_total{direction=\"rx\",codec=\"hde\",kind=\"encoded\"} 160",
+            "dwcp_codec_choice{codec=\"hde\"} 1",
+            "dwcp_codec_choice{codec=\"none\"} 0",
+            "dwcp_codec_decisions_total{codec=\"hde\",reason=\"cpu_bound\"} 1",
+            "dwcp_codec_decisions_total{codec=\"none\",reason=\"cpu_bound\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 }

@@ -154,6 +154,34 @@ pub const AMST_TRANSFERS: MetricDef = MetricDef {
     kind: Kind::Counter,
     labels: &["outcome"],
 };
+/// Stream blocks per codec.
+pub const CODEC_BLOCKS: MetricDef = MetricDef {
+    name: "dwcp_codec_blocks_total",
+    help: "Stream blocks sent (tx, migrations) or delivered (rx) by this agent, by frame codec",
+    kind: Kind::Counter,
+    labels: &["direction", "codec"],
+};
+/// Stream bytes per codec, before and after encoding.
+pub const CODEC_BYTES: MetricDef = MetricDef {
+    name: "dwcp_codec_bytes_total",
+    help: "Bytes of those stream blocks by frame codec: data bytes (kind=raw) and wire payload bytes (kind=encoded)",
+    kind: Kind::Counter,
+    labels: &["direction", "codec", "kind"],
+};
+/// The current `auto` codec choice.
+pub const CODEC_CHOICE: MetricDef = MetricDef {
+    name: "dwcp_codec_choice",
+    help: "Latest codec choice of this agent's auto-codec senders: 1 on the chosen codec, 0 on the other",
+    kind: Kind::Gauge,
+    labels: &["codec"],
+};
+/// `auto` codec decisions.
+pub const CODEC_DECISIONS: MetricDef = MetricDef {
+    name: "dwcp_codec_decisions_total",
+    help: "Decisions of this agent's auto-codec senders, by codec chosen and reason (link_bound, cpu_bound, incompressible, unmeasured)",
+    kind: Kind::Counter,
+    labels: &["codec", "reason"],
+};
 /// Blocks committed in the block pools.
 pub const PBA_BLOCKS: MetricDef = MetricDef {
     name: "dwcp_pba_blocks",
@@ -289,6 +317,10 @@ pub const ALL: &[MetricDef] = &[
     AMST_STREAMS,
     AMST_PAYLOAD_BYTES,
     AMST_TRANSFERS,
+    CODEC_BLOCKS,
+    CODEC_BYTES,
+    CODEC_CHOICE,
+    CODEC_DECISIONS,
     PBA_BLOCKS,
     PBA_BLOCKS_IN_USE,
     PBA_OVERHEAD,

@@ -188,6 +188,7 @@ async fn settings(manager: &VmManager, request: &MigrateRequest) -> Result<Setti
         options: SendOptions {
             streams: StreamCount::Fixed(streams),
             block_size: BLOCK_SIZE,
+            codec_tally: Some(Arc::clone(&manager.metrics().codec.sender)),
             ..SendOptions::default()
         }
         .with_codec(&request.codec)

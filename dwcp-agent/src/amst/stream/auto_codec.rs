@@ -28,6 +28,7 @@ use dwcp_hde::{
     stats::Stats,
 };
 
+use super::codec_tally::{AutoCodec, Decision, DecisionReason};
 use crate::{amst::AmstError, protocol::frame::Codec};
 
 /// How often the choice is made again.
@@ -62,6 +63,36 @@ pub struct LinkSample {
 #[must_use]
 pub fn decide(link: f64, hde: Option<Measurement>) -> Choice {
     adaptive::choose(link, 1, hde.as_slice())
+}
+
+/// Below this ratio raw is chosen because the data hardly compresses (rather than
+/// because the codec is slower than the link).
+const INCOMPRESSIBLE_RATIO: f64 = 1.1;
+
+/// The bounded label of `choice`, made from `link` and the `hde` measurement it came
+/// from: the stage that limits HDE when it is chosen, else why raw wins.
+#[must_use]
+pub fn classify(choice: &Choice, link: f64, hde: Option<&Measurement>) -> Decision {
+    if choice.option == CodecOption::None {
+        let reason = match hde {
+            None => DecisionReason::Unmeasured,
+            Some(m) if m.ratio < INCOMPRESSIBLE_RATIO => DecisionReason::Incompressible,
+            Some(_) => DecisionReason::CpuBound,
+        };
+        return Decision {
+            codec: AutoCodec::None,
+            reason,
+        };
+    }
+    let limit = hde.map_or("link", |m| adaptive::effective_rate(m, link, 1).1);
+    Decision {
+        codec: AutoCodec::Hde,
+        reason: if limit == "link" {
+            DecisionReason::LinkBound
+        } else {
+            DecisionReason::CpuBound
+        },
+    }
 }
 
 /// The option auto uses for HDE.
@@ -125,14 +156,15 @@ impl AutoEncoder {
     }
 
     /// Tells the encoder how the transfer goes: `wire_bytes` written by the data streams
-    /// so far, and how long the reader just waited for room. Re-decides once a period.
-    pub fn observe(&mut self, wire_bytes: u64, waited: Duration) {
+    /// so far, and how long the reader just waited for room. Re-decides once a period;
+    /// returns the decision when it did.
+    pub fn observe(&mut self, wire_bytes: u64, waited: Duration) -> Option<Decision> {
         self.period_waited += waited;
         let elapsed = self.period_start.elapsed();
         let full =
             elapsed >= PERIOD || (self.period_blocks >= PERIOD_BLOCKS && elapsed >= MIN_PERIOD);
         if !full || self.blocks < SAMPLE_BLOCKS {
-            return;
+            return None;
         }
         let seconds = elapsed.as_secs_f64();
         let sample = LinkSample {
@@ -150,7 +182,7 @@ impl AutoEncoder {
             _ => sample,
         });
         self.decay_codec();
-        self.redecide();
+        self.redecide()
     }
 
     /// Halves the weight of older codec measurements.
@@ -173,16 +205,19 @@ impl AutoEncoder {
         })
     }
 
-    fn redecide(&mut self) {
-        let Some(link) = self.link else { return };
+    fn redecide(&mut self) -> Option<Decision> {
+        let link = self.link?;
         let hde = self.measurement();
-        let choice = decide(link.wire_rate.max(1.0), hde);
+        let rate = link.wire_rate.max(1.0);
+        let choice = decide(rate, hde);
+        let decision = classify(&choice, rate, hde.as_ref());
         let hde_on_lower_bound = choice.option != CodecOption::None && !link.link_bound;
         self.probing_link = hde_on_lower_bound && self.periods.is_multiple_of(LINK_PROBE_EVERY);
         if self.choice.as_ref().map(|c| c.option) != Some(choice.option) {
             tracing::info!(codec = %choice.option, reason = %choice.reason, "Codec choice");
         }
         self.choice = Some(choice);
+        Some(decision)
     }
 
     /// The current choice (`None` until the first decision).
@@ -285,6 +320,24 @@ mod tests {
         // 2 GB/s link, ratio 6 but encoding at 200 MB/s: raw wins (the example).
         let c = decide(2e9, Some(hde(6.0, 200.0)));
         assert_eq!(c.option, CodecOption::None, "{}", c.reason);
+    }
+
+    #[test]
+    fn decisions_map_to_a_bounded_reason() {
+        let label = |link: f64, m: Option<Measurement>| {
+            let choice = decide(link, m);
+            let d = classify(&choice, link, m.as_ref());
+            (d.codec.label(), d.reason.label())
+        };
+        assert_eq!(label(10e6, Some(hde(6.0, 400.0))), ("hde", "link_bound"));
+        // 100 MB/s link, ratio 6 at 400 MB/s: HDE still wins, its encoder limits it.
+        assert_eq!(label(100e6, Some(hde(6.0, 400.0))), ("hde", "cpu_bound"));
+        assert_eq!(label(2e9, Some(hde(6.0, 200.0))), ("none", "cpu_bound"));
+        assert_eq!(
+            label(2e9, Some(hde(1.0, 400.0))),
+            ("none", "incompressible")
+        );
+        assert_eq!(label(1e6, None), ("none", "unmeasured"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dwcp_hde::{Decoder, Encoder, HdeConfig};
 
-use super::auto_codec::AutoEncoder;
+use super::{auto_codec::AutoEncoder, codec_tally::Decision};
 use crate::{amst::AmstError, protocol::frame::Codec, protocol::messages::CodecChoice};
 
 /// Extra room a coded frame may need beyond the block size (HDE's header, page kinds
@@ -101,10 +101,12 @@ impl BlockEncoder {
         matches!(self, Self::None)
     }
 
-    /// Tells an auto encoder how the transfer goes (see [`AutoEncoder::observe`]).
-    pub fn observe(&mut self, wire_bytes: u64, waited: Duration) {
-        if let Self::Auto(auto) = self {
-            auto.observe(wire_bytes, waited);
+    /// Tells an auto encoder how the transfer goes (see [`AutoEncoder::observe`]);
+    /// returns its decision when it made one.
+    pub fn observe(&mut self, wire_bytes: u64, waited: Duration) -> Option<Decision> {
+        match self {
+            Self::Auto(auto) => auto.observe(wire_bytes, waited),
+            _ => None,
         }
     }
 

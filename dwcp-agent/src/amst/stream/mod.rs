@@ -16,6 +16,9 @@
 
 pub mod auto_codec;
 pub mod codec;
+pub mod codec_tally;
+pub mod decode_pipeline;
+pub mod delivery;
 pub mod encode_pipeline;
 pub mod outbox;
 pub mod receive;

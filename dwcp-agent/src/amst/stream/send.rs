@@ -23,6 +23,7 @@ use std::{
 
 use super::{
     codec::{self, BlockEncoder},
+    codec_tally::CodecTally,
     encode_pipeline::{Encoded, PipelinedHde},
     outbox::{Outbox, Outgoing},
     stream_set::{AutoControl, StreamSet, reorder_window},
@@ -147,6 +148,7 @@ pub fn send_stream_probed<S: Read + AsFd + Send + 'static>(
         failures: StreamFailures::default(),
         reader_failed: AtomicBool::new(false),
         wanted: AtomicUsize::new(initial),
+        codec_tally: options.codec_tally.clone(),
     });
     let start = Instant::now();
     let mut streams = StreamSet::default();
@@ -368,6 +370,17 @@ struct Shared {
     reader_failed: AtomicBool,
     /// Streams wanted now: stream `i` runs while `i < wanted` (shedding).
     wanted: AtomicUsize,
+    /// Where blocks per codec and `auto`'s decisions are counted, if anywhere.
+    codec_tally: Option<Arc<CodecTally>>,
+}
+
+impl Shared {
+    /// Counts a block queued with `codec`: `raw` data bytes in `encoded` payload bytes.
+    fn tally_block(&self, codec: Codec, raw: usize, encoded: usize) {
+        if let Some(tally) = &self.codec_tally {
+            tally.record_block(codec, raw as u64, encoded as u64);
+        }
+    }
 }
 
 /// Reads the source into blocks until end of file; returns the byte count, the digest,
@@ -413,7 +426,11 @@ fn read_source<S: Read + AsFd>(
             return Ok(());
         };
         let mut block = pool.acquire(Duration::from_secs(300))?;
-        encoder.observe(shared.wire_bytes.load(Ordering::Relaxed), waiting.elapsed());
+        let decision =
+            encoder.observe(shared.wire_bytes.load(Ordering::Relaxed), waiting.elapsed());
+        if let (Some(decision), Some(tally)) = (decision, &shared.codec_tally) {
+            tally.record_decision(decision);
+        }
         let (len, eof, coding) = if encoder.is_none() {
             let full = block.as_mut_full();
             let cap = full.len().min(block_size);
@@ -436,6 +453,7 @@ fn read_source<S: Read + AsFd>(
             (len, eof, (codec, len as u32))
         };
         if len > 0 {
+            shared.tally_block(coding.0, len, block.len());
             // The digest covers the stream's bytes as read, before any encoding.
             if encoder.is_none() {
                 digest.update(&block);
@@ -497,6 +515,7 @@ fn read_pipelined<S: Read + AsFd>(
         }
         room[..e.frame.len()].copy_from_slice(e.frame);
         block.set_len(e.frame.len());
+        shared.tally_block(Codec::Hde, e.raw_len as usize, e.frame.len());
         shared.outbox.push(Outgoing {
             seq,
             offset: e.offset,
