@@ -6,11 +6,13 @@
 //! link's, stops the guest too early, and the buffered blocks cross the link while the
 //! guest is stopped. [`LinkPacer`] sets QEMU's `max-bandwidth` from two measurements:
 //! the rate at which the stream's bytes really left (counted by the AMST sender) and the
-//! backlog, what QEMU has written that has not left yet. While the backlog is within
-//! [`BACKLOG_TARGET`] of link time, the cap is the rate with [`HEADROOM`], so a link
-//! that speeds up is found again; beyond it, the cap drops below the rate so the backlog
-//! drains within [`DRAIN_TIME`]. QEMU lifts the limit itself for the final stop-and-copy,
-//! which then finds the pipe nearly empty.
+//! backlog, what QEMU has written that has not left yet. Beyond [`BACKLOG_TARGET`] of
+//! link time the link is the limit: the cap drops below the rate so the backlog drains
+//! within [`DRAIN_TIME`]. Within it the pipe has room, so the cap never drops (QEMU may
+//! have sent little because it was busy, e.g. syncing its dirty bitmap between rounds,
+//! not because the link was slow) and grows with [`HEADROOM`] when QEMU used it all, so
+//! a link that speeds up is found again. QEMU lifts the limit itself for the final
+//! stop-and-copy, which then finds the pipe nearly empty.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ pub const FLOOR: u64 = 16 << 20;
 #[derive(Debug, Default)]
 pub struct LinkPacer {
     last: Option<(Instant, u64)>,
+    cap: f64,
 }
 
 impl LinkPacer {
@@ -47,14 +50,15 @@ impl LinkPacer {
         let rate = sent.saturating_sub(before) as f64 / dt.as_secs_f64();
         let backlog = written.saturating_sub(sent) as f64;
         let allowed = rate * BACKLOG_TARGET.as_secs_f64();
-        let cap = if backlog <= allowed {
-            rate * HEADROOM
+        self.cap = if backlog <= allowed {
+            self.cap.max(rate * HEADROOM)
         } else {
             // Drain the excess, but keep QEMU moving at half the rate at least.
             (rate - (backlog - allowed) / DRAIN_TIME.as_secs_f64()).max(rate / 2.0)
-        };
+        }
+        .max(FLOOR as f64);
         // Truncation is fine: a cap in whole bytes per second.
-        Some((cap as u64).max(FLOOR))
+        Some(self.cap as u64)
     }
 }
 
@@ -65,7 +69,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn follows_the_measured_rate_with_headroom_while_the_backlog_is_small() {
+    fn follows_the_rate_with_headroom_while_the_pipe_has_room() {
         let t0 = Instant::now();
         let mut pacer = LinkPacer::default();
         assert_eq!(
@@ -85,6 +89,27 @@ mod tests {
         // 200 MiB in the next 2 s: still 100 MiB/s.
         assert_eq!(
             pacer.cap(t0 + Duration::from_secs(3), 300 * MIB, 300 * MIB),
+            Some(125 * MIB)
+        );
+        // QEMU used all of it: 125 MiB/s, nothing waiting: the cap grows.
+        assert_eq!(
+            pacer.cap(t0 + Duration::from_secs(4), 425 * MIB, 425 * MIB),
+            Some(125 * MIB * 5 / 4)
+        );
+    }
+
+    #[test]
+    fn a_pause_of_qemu_with_the_pipe_empty_keeps_the_cap() {
+        let t0 = Instant::now();
+        let mut pacer = LinkPacer::default();
+        pacer.cap(t0, 0, 0);
+        assert_eq!(
+            pacer.cap(t0 + Duration::from_secs(1), 100 * MIB, 100 * MIB),
+            Some(125 * MIB)
+        );
+        // 4 s in which QEMU synced its bitmap and sent 10 MiB: the link was not the limit.
+        assert_eq!(
+            pacer.cap(t0 + Duration::from_secs(5), 110 * MIB, 110 * MIB),
             Some(125 * MIB)
         );
     }
@@ -111,6 +136,7 @@ mod tests {
         let t0 = Instant::now();
         let mut pacer = LinkPacer::default();
         pacer.cap(t0, 10, 10);
+        // Nothing left while QEMU wrote 50 MiB: drained down to the floor.
         assert_eq!(
             pacer.cap(t0 + Duration::from_secs(2), 10, 50 * MIB),
             Some(FLOOR)
