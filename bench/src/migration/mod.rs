@@ -226,7 +226,7 @@ pub fn measure(options: &Options, out: &Path) -> anyhow::Result<Measured> {
 }
 
 /// Writes `report.json`, `remaining.svg` and `report.md` of `measured` into `out`.
-fn write(options: &Options, measured: &Measured, out: &Path) -> anyhow::Result<()> {
+pub fn write(options: &Options, measured: &Measured, out: &Path) -> anyhow::Result<()> {
     let (cases, shape) = (&measured.cases, &measured.guest);
     let report = Report {
         profile: measured.profile.clone(),

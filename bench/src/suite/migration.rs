@@ -54,6 +54,10 @@ pub fn evaluate(agent: Option<PathBuf>, dir: &Path) -> (Vec<MetricResult>, Migra
     match migration::measure(&options, dir) {
         Ok(measured) => {
             data.summary = measured.cases.iter().map(line).collect();
+            if let Err(err) = migration::write(&options, &measured, dir) {
+                data.summary
+                    .push(format!("its own report could not be written: {err:#}"));
+            }
             (results(&measured, options.timeout_ms()), data)
         }
         Err(err) => (

@@ -153,7 +153,9 @@ pub(super) fn render(r: &Report) -> String {
          <same bytes> -J`; `auto` uses the stream count the agent reported.\n\
          - **iperf3 -F**: the same, file to file (`-F` on both ends: the client reads the \
          source file from the page cache, the server writes into the receive directory), \
-         run right after; context, not the target.\n\
+         run right after; context, not the target. With `-P N` every server stream writes \
+         the same file from its start, so it fills only 1/N of the pages dwcp does: only \
+         `-P 1` does the same file work.\n\
          - **CPU s/GB** (GB = 10^9 bytes): dwcp sender from the summary's kernel-measured \
          `cpu_seconds`, receiver from the difference of the receiving agent's \
          `dwcp_agent_cpu_seconds_total` around the send (includes its final fsync and \
