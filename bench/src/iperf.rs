@@ -66,19 +66,12 @@ pub fn version() -> anyhow::Result<String> {
 /// `iperf3 -s -1 -p PORT` plus `iperf3 -c 127.0.0.1 -p PORT -P N -n BYTES -J`; their
 /// output goes to `<log_stem>-server.*` and `<log_stem>-client.*`.
 pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfRun> {
-    let ends = Ends {
-        server: Some(Command::new("iperf3")),
-        client: Command::new("iperf3"),
-        server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: process::free_port()?,
-        congestion: None,
-    };
-    run_between(
-        ends,
+    run_local(
+        Command::new("iperf3"),
+        Command::new("iperf3"),
         streams,
-        Amount::Bytes(bytes),
+        bytes,
         log_stem,
-        Duration::from_secs(900),
     )
 }
 
@@ -94,6 +87,17 @@ pub fn run_files(
     server.arg("-F").arg(target);
     let mut client = Command::new("iperf3");
     client.arg("-F").arg(source);
+    run_local(server, client, streams, bytes, log_stem)
+}
+
+/// A one-shot `server` and a `client` on loopback moving `bytes` over `streams`.
+fn run_local(
+    server: Command,
+    client: Command,
+    streams: usize,
+    bytes: u64,
+    log_stem: &Path,
+) -> anyhow::Result<IperfRun> {
     let ends = Ends {
         server: Some(server),
         client,
