@@ -75,19 +75,87 @@ pub fn run(streams: usize, bytes: u64, log_stem: &Path) -> anyhow::Result<IperfR
     )
 }
 
-/// As [`run`], file to file: the client sends `source` (`-F`) and the server writes what
-/// it receives into `target` (`-F`), the work a file transfer does around the network.
-pub fn run_files(
+/// File to file as `streams` separate iperf3 pairs running at once, each pair one stream
+/// moving its share of `bytes` and each server writing its own file in `target_dir`: the
+/// same page-cache reads and fresh receive-directory pages as a file transfer over
+/// `streams` streams. (`-F` with `-P N` is not: every server stream writes the same file
+/// from its start, so it fills only 1/N of the pages.) Every client reads `source` from
+/// its start, from the page cache.
+///
+/// The aggregate rate is all bytes over the longest pair's own measured seconds. Pairs
+/// start a few milliseconds apart, so this slightly overstates the peer, never dwcp.
+pub fn run_file_pairs(
     streams: usize,
     bytes: u64,
-    (source, target): (&Path, &Path),
+    (source, target_dir): (&Path, &Path),
     log_stem: &Path,
 ) -> anyhow::Result<IperfRun> {
-    let mut server = Command::new("iperf3");
-    server.arg("-F").arg(target);
-    let mut client = Command::new("iperf3");
-    client.arg("-F").arg(source);
-    run_local(server, client, streams, bytes, log_stem)
+    let pairs = streams.max(1);
+    let share = |i: usize| bytes / pairs as u64 + u64::from(i == 0) * (bytes % pairs as u64);
+    let runs: Vec<anyhow::Result<IperfRun>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..pairs)
+            .map(|i| {
+                let target = target_dir.join(format!("iperf3-files-{i}.bin"));
+                let mut stem = log_stem.as_os_str().to_owned();
+                stem.push(format!("-pair-{i}"));
+                scope.spawn(move || {
+                    let mut server = Command::new("iperf3");
+                    server.arg("-F").arg(&target);
+                    let mut client = Command::new("iperf3");
+                    client.arg("-F").arg(source);
+                    run_local(server, client, 1, share(i), Path::new(&stem))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("An iperf3 pair's thread panicked")))
+            })
+            .collect()
+    });
+    let runs = runs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    combine(&runs).context("No iperf3 pair ran")
+}
+
+/// One run standing for `runs` that ran at the same time: bytes summed over the longest
+/// run's seconds, CPU summed, retransmits summed.
+fn combine(runs: &[IperfRun]) -> Option<IperfRun> {
+    let first = runs.first()?;
+    let bytes: u64 = runs.iter().map(|r| r.bytes).sum();
+    let seconds = runs.iter().map(|r| r.seconds).fold(0.0_f64, f64::max);
+    let cpu = |f: fn(&IperfRun) -> Option<f64>| {
+        runs.iter()
+            .map(|r| f(r).map(|p| p / 100.0 * r.seconds))
+            .sum::<Option<f64>>()
+            .filter(|_| seconds > 0.0)
+            .map(|s| s / seconds * 100.0)
+    };
+    let [server, client] = &first.commands;
+    Some(IperfRun {
+        streams: runs.iter().map(|r| r.streams).sum(),
+        bits_per_second: if seconds > 0.0 {
+            bytes as f64 * 8.0 / seconds
+        } else {
+            0.0
+        },
+        bytes,
+        seconds,
+        retransmits: runs.iter().map(|r| r.retransmits).sum(),
+        client_cpu_percent: cpu(|r| r.client_cpu_percent),
+        server_cpu_percent: cpu(|r| r.server_cpu_percent),
+        commands: [
+            format!(
+                "{server}   # pair 1 of {}, each pair its own port and file",
+                runs.len()
+            ),
+            format!(
+                "{client}   # pair 1 of {}, each moving its share of the bytes",
+                runs.len()
+            ),
+        ],
+    })
 }
 
 /// A one-shot `server` and a `client` on loopback moving `bytes` over `streams`.
@@ -253,5 +321,37 @@ mod tests {
         assert_eq!(run.retransmits, Some(3));
         assert_eq!(run.client_cpu_per_gb(), Some(0.25));
         assert_eq!(run.server_cpu_per_gb(), Some(0.4));
+    }
+
+    fn pair(bytes: u64, seconds: f64, cpu: f64) -> IperfRun {
+        IperfRun {
+            streams: 1,
+            bits_per_second: bytes as f64 * 8.0 / seconds,
+            bytes,
+            seconds,
+            retransmits: Some(1),
+            client_cpu_percent: Some(cpu),
+            server_cpu_percent: None,
+            commands: [String::new(), String::new()],
+        }
+    }
+
+    #[test]
+    fn pairs_combine_over_the_longest_run() {
+        let run = combine(&[
+            pair(1_000_000_000, 1.0, 50.0),
+            pair(1_000_000_000, 2.0, 50.0),
+        ])
+        .unwrap();
+        assert_eq!(
+            (run.streams, run.bytes, run.seconds),
+            (2, 2_000_000_000, 2.0)
+        );
+        assert_eq!(run.bits_per_second, 8e9);
+        assert_eq!(run.retransmits, Some(2));
+        // 0.5 + 1.0 CPU seconds over 2 seconds.
+        assert_eq!(run.client_cpu_percent, Some(75.0));
+        assert_eq!(run.server_cpu_percent, None);
+        assert!(combine(&[]).is_none());
     }
 }

@@ -20,6 +20,9 @@ mod privileged {
             .arg(agent_binary())
             .arg("--tmp-dir")
             .arg(dir.path())
+            // No corpus, whatever this machine has cached: the codec rows stay unmeasured.
+            .arg("--corpus")
+            .arg(dir.path().join("no-corpus"))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -59,7 +62,7 @@ mod privileged {
                 .unwrap()
                 .to_owned()
         };
-        // Loopback has no configured rate; HDE does not exist yet.
+        // Loopback has no configured rate; there is no corpus for the codec rows.
         assert_eq!(status("bandwidth_utilization"), "not_measured");
         assert_eq!(status("hde_ratio"), "not_measured");
         assert_ne!(status("transfer_time_vs_v1"), "not_measured");
@@ -107,6 +110,9 @@ mod privileged {
             .arg(agent_binary())
             .arg("--tmp-dir")
             .arg(dir.path())
+            // No corpus, whatever this machine has cached: the codec rows stay unmeasured.
+            .arg("--corpus")
+            .arg(dir.path().join("no-corpus"))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -5,8 +5,9 @@
 //! `dwcp-agent send` (read from the page cache, written into the receive directory,
 //! verified by BLAKE3 on both sides) and once with iperf3 (memory to memory), in
 //! alternating order so drift on a noisy machine hits both alike; right after iperf3,
-//! `iperf3 -F` moves the same file into the receive directory (the file work dwcp does,
-//! around the same TCP), for context. For `auto` the agent
+//! N iperf3 `-F` pairs, one per stream, move the same bytes from the page cache into
+//! their own files in the receive directory (the file work dwcp does, around the same
+//! TCP). For `auto` the agent
 //! goes first and iperf3 gets the stream count the agent settled on. The verdict
 //! compares medians; CPU per GB comes from the kernel (the agents' eBPF probes) and,
 //! for iperf3, from its own getrusage figures.
@@ -139,7 +140,8 @@ struct Round {
     ours_error: Option<String>,
     iperf3: Option<IperfRun>,
     iperf3_error: Option<String>,
-    /// `iperf3 -F` file to file, right after the plain run.
+    /// iperf3 file to file (one `-F` pair per stream, see [`iperf::run_file_pairs`]),
+    /// right after the plain run.
     iperf3_files: Option<IperfRun>,
     iperf3_files_error: Option<String>,
 }
@@ -361,10 +363,14 @@ impl RoundContext<'_> {
                 Ok(run) => r.iperf3 = Some(run),
                 Err(err) => r.iperf3_error = Some(format!("{err:#}")),
             }
-            let target = self.recv_dir.join("iperf3-files.bin");
-            let files =
-                iperf::run_files(n, self.size, (self.source, &target), &stem("iperf3-files"));
-            match files.and_then(|run| self.clean_receive_dir().map(|()| run)) {
+            let files = iperf::run_file_pairs(
+                n,
+                self.size,
+                (self.source, self.recv_dir),
+                &stem("iperf3-files"),
+            );
+            let cleaned = self.clean_receive_dir();
+            match files.and_then(|run| cleaned.map(|()| run)) {
                 Ok(run) => r.iperf3_files = Some(run),
                 Err(err) => r.iperf3_files_error = Some(format!("{err:#}")),
             }

@@ -151,11 +151,12 @@ pub(super) fn render(r: &Report) -> String {
          final digest check and rename included).\n\
          - **iperf3 Gbit/s**: `end.sum_received.bits_per_second` of `iperf3 -c ... -P N -n \
          <same bytes> -J`; `auto` uses the stream count the agent reported.\n\
-         - **iperf3 -F**: the same, file to file (`-F` on both ends: the client reads the \
-         source file from the page cache, the server writes into the receive directory), \
-         run right after; context, not the target. With `-P N` every server stream writes \
-         the same file from its start, so it fills only 1/N of the pages dwcp does: only \
-         `-P 1` does the same file work.\n\
+         - **iperf3 -F**: the same bytes file to file, run right after: N iperf3 pairs at \
+         once, one stream each, every client reading the source file from the page cache \
+         (`-F`) and every server writing its share into its own file in the receive \
+         directory (`-F`), so the peer does the same file work as dwcp. (`-F` with \
+         `-P N` would not: its server streams all write the same file from its start.) \
+         Rate: all bytes over the longest pair's own seconds.\n\
          - **CPU s/GB** (GB = 10^9 bytes): dwcp sender from the summary's kernel-measured \
          `cpu_seconds`, receiver from the difference of the receiving agent's \
          `dwcp_agent_cpu_seconds_total` around the send (includes its final fsync and \
@@ -256,7 +257,7 @@ pub(super) fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
                 rounds: &peer_rounds,
             },
             plot::Line {
-                name: "iperf3 -P N -F (file to file)",
+                name: "iperf3 file to file (N pairs of -F)",
                 medians: &files,
                 rounds: &files_rounds,
             },

@@ -27,8 +27,8 @@ pub struct PoolConfig {
     pub headroom: f64,
     /// Weight of the newest demand sample in the moving average, in `(0, 1]`.
     pub ewma_alpha: f64,
-    /// Calls of [`adapt`](super::BlockPool::adapt) with demand below half the target
-    /// before the target shrinks (at least 1).
+    /// Calls of [`adapt`](super::BlockPool::adapt) in a row whose demand (with
+    /// headroom) needed less than the target before the target shrinks (at least 1).
     pub shrink_after_steps: u32,
     /// Ask for transparent huge pages (`MADV_HUGEPAGE`); refusal is logged, not an error.
     pub huge_pages: bool,

@@ -28,8 +28,9 @@
 //! - [`Predictor`] (in `predictor.rs`) is the sizing rule as a pure state machine: an
 //!   exponentially weighted moving average of demand, a target of
 //!   `ceil(average * headroom)` clamped to `[min_blocks, max_blocks]`, growth at once when
-//!   demand exceeds the target, shrinking only after demand stayed below half the target
-//!   for `shrink_after_steps` calls (hysteresis).
+//!   demand exceeds the target, shrinking only after demand stayed below the target for
+//!   `shrink_after_steps` calls in a row (hysteresis), and then to no less than that
+//!   stretch's peak.
 //! - [`ZeroCopySender`] (in `zerocopy.rs`) sends blocks with `IORING_OP_SEND_ZC` from
 //!   io_uring fixed buffers and returns once the kernel no longer needs the block.
 //!

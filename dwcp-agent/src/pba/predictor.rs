@@ -9,14 +9,23 @@
 //!
 //! demand > target                -> Grow:   target = max(desired, clamp(ceil(demand * headroom)))
 //!                                   (Hold if that is no higher, at max_blocks)
-//! demand < target / 2            -> calm += 1; once calm >= shrink_after_steps and
-//!                                   desired < target: Shrink to desired, calm = 0
-//! otherwise                      -> Hold, calm = 0
+//! ceil(demand * headroom) < target
+//!                                -> calm += 1, calm_peak = max(calm_peak, demand);
+//!                                   once calm >= shrink_after_steps:
+//!                                   floor = clamp(max(ceil(calm_peak * headroom),
+//!                                                     round(average * headroom)))
+//!                                   Shrink to floor if below target; calm = calm_peak = 0
+//! otherwise (demand needs the whole target)
+//!                                -> Hold, calm = calm_peak = 0
 //! ```
 //!
-//! Growth is immediate so a burst never waits for the average to catch up; shrinking
-//! waits for a sustained lull (hysteresis), so a pool whose demand oscillates does not
-//! commit and release the same memory over and over.
+//! Growth is immediate so a burst never waits for the average to catch up. Shrinking
+//! waits until the whole of `shrink_after_steps` windows stayed under the target
+//! (hysteresis: a pool whose demand keeps returning to its target, as a burst every few
+//! windows does, never shrinks), and then never below what those windows needed at
+//! their peak nor below what the average still predicts. So a transfer that sheds
+//! streams gives their blocks back after one such stretch, where a rule waiting for
+//! demand to halve would keep them as idle overhead.
 
 use super::PoolConfig;
 
@@ -57,6 +66,8 @@ pub struct Predictor {
     average: f64,
     target: usize,
     calm_steps: u32,
+    /// Highest demand during the current calm stretch.
+    calm_peak: usize,
 }
 
 impl Predictor {
@@ -74,6 +85,7 @@ impl Predictor {
             average: 0.0,
             target: min_blocks,
             calm_steps: 0,
+            calm_peak: 0,
         }
     }
 
@@ -87,7 +99,7 @@ impl Predictor {
         self.average
     }
 
-    /// Consecutive steps so far with demand below half the target.
+    /// Consecutive steps so far whose demand needed less than the target.
     pub fn calm_steps(&self) -> u32 {
         self.calm_steps
     }
@@ -100,23 +112,34 @@ impl Predictor {
         let change = if demand > self.target {
             self.target = desired.max(self.blocks_for(demand as f64));
             self.calm_steps = 0;
+            self.calm_peak = 0;
             // At `max_blocks` already, demand beyond it changes nothing.
             if self.target > previous_target {
                 Change::Grow
             } else {
                 Change::Hold
             }
-        } else if demand.saturating_mul(2) < self.target {
+        } else if self.blocks_for(demand as f64) < self.target {
             self.calm_steps = self.calm_steps.saturating_add(1);
-            if self.calm_steps >= self.shrink_after_steps && desired < self.target {
-                self.target = desired;
-                self.calm_steps = 0;
-                Change::Shrink
-            } else {
+            self.calm_peak = self.calm_peak.max(demand);
+            if self.calm_steps < self.shrink_after_steps {
                 Change::Hold
+            } else {
+                let floor = self
+                    .blocks_for(self.calm_peak as f64)
+                    .max(self.blocks_rounded(self.average));
+                self.calm_steps = 0;
+                self.calm_peak = 0;
+                if floor < self.target {
+                    self.target = floor;
+                    Change::Shrink
+                } else {
+                    Change::Hold
+                }
             }
         } else {
             self.calm_steps = 0;
+            self.calm_peak = 0;
             Change::Hold
         };
         PredictorStep {
@@ -126,6 +149,12 @@ impl Predictor {
             target: self.target,
             change,
         }
+    }
+
+    /// `clamp(round(blocks * headroom), min, max)`: what a decaying average still asks
+    /// for (its ceiling would stay one block high long after demand settled).
+    fn blocks_rounded(&self, blocks: f64) -> usize {
+        ((blocks * self.headroom).round() as usize).clamp(self.min_blocks, self.max_blocks)
     }
 
     /// `clamp(ceil(blocks * headroom), min, max)`.
@@ -190,22 +219,46 @@ mod tests {
             p.step(20);
         }
         assert_eq!(p.target(), 30);
-        // Below 30 / 2 = 15, but only twice: hold.
+        // Needing less than the target (ceil(12 * 1.5) = 18), but only twice: hold.
         assert_eq!(p.step(4).change, Change::Hold);
-        assert_eq!(p.step(4).change, Change::Hold);
+        assert_eq!(p.step(12).change, Change::Hold);
         assert_eq!(p.calm_steps(), 2);
-        // A sample back at half the target resets the count.
-        assert_eq!(p.step(15).change, Change::Hold);
+        // A sample that needs the whole target (ceil(20 * 1.5) = 30) resets the count.
+        assert_eq!(p.step(20).change, Change::Hold);
         assert_eq!(p.calm_steps(), 0);
         assert_eq!(p.target(), 30);
-        // Three calm steps in a row: shrink to the average's target.
+        // Three calm steps in a row: shrink, to no less than the stretch's peak needs.
         assert_eq!(p.step(4).change, Change::Hold);
-        assert_eq!(p.step(4).change, Change::Hold);
+        assert_eq!(p.step(12).change, Change::Hold);
         let step = p.step(4);
         assert_eq!(step.change, Change::Shrink);
-        assert_eq!(step.target, (step.average * 1.5).ceil() as usize);
+        // ceil(12 * 1.5) = 18 against the decaying average's round(avg * 1.5).
+        let by_average = (step.average * 1.5).round() as usize;
+        assert_eq!(step.target, 18.max(by_average));
         assert!(step.target < 30);
         assert_eq!(p.calm_steps(), 0);
+    }
+
+    #[test]
+    fn shed_streams_give_their_blocks_back_after_one_calm_stretch() {
+        // Headroom 1.0 as in the receiver: a transfer on 8 streams drops to 5.
+        let mut p = Predictor::new(&PoolConfig {
+            min_blocks: 1,
+            max_blocks: 256,
+            headroom: 1.0,
+            ewma_alpha: 0.2,
+            shrink_after_steps: 10,
+            ..PoolConfig::default()
+        });
+        for _ in 0..30 {
+            p.step(8);
+        }
+        assert_eq!(p.target(), 8);
+        let changes: Vec<Change> = (0..10).map(|_| p.step(5).change).collect();
+        assert_eq!(changes.last(), Some(&Change::Shrink));
+        assert!(changes[..9].iter().all(|c| *c == Change::Hold));
+        // The average (5.3 after ten steps) rounds to 5: exactly what is in flight.
+        assert_eq!(p.target(), 5);
     }
 
     #[test]
@@ -215,9 +268,8 @@ mod tests {
         for _ in 0..200 {
             p.step(4);
         }
-        // Steady demand 4: the target comes down to between ceil(4 * 1.5) = 6 and 2 * 4
-        // (below that, 4 is no longer under half the target and nothing shrinks further).
-        assert!((6..=8).contains(&p.target()), "{}", p.target());
+        // Steady demand 4: the target comes down to ceil(4 * 1.5) = 6.
+        assert_eq!(p.target(), 6);
         for _ in 0..200 {
             p.step(0);
         }
