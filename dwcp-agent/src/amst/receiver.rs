@@ -47,6 +47,8 @@ use crate::protocol::{
 pub const PERSIST_BYTES: u64 = 16 << 20;
 /// Largest block a sender may use.
 pub const MAX_BLOCK: u32 = 16 << 20;
+/// Calm adapt steps before a receiver pool gives idle blocks back.
+const RECEIVER_SHRINK_AFTER_STEPS: u32 = 3;
 /// Smallest block a sender may use.
 pub const MIN_BLOCK: u32 = 64 << 10;
 
@@ -281,6 +283,10 @@ impl Receiver {
             min_blocks: 1,
             max_blocks: *super::STREAM_RANGE.end(),
             prefault: false,
+            // The pool outlives transfers (one block per open data connection, adapted
+            // at every telemetry refresh): three calm refreshes in a row give the blocks of
+            // streams that closed back, so one transfer's peak is not kept for the next.
+            shrink_after_steps: RECEIVER_SHRINK_AFTER_STEPS,
             ..PoolConfig::default()
         })?;
         pools.insert(size, pool.clone());
