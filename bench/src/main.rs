@@ -8,6 +8,7 @@ mod hde;
 mod hde_baselines;
 mod hde_corpus;
 mod host;
+mod interrupt;
 mod iperf;
 mod loopback;
 mod migration;
@@ -47,9 +48,16 @@ enum Command {
     Migration(migration::Options),
 }
 
-/// Runs the subcommand; on failure prints the error chain (no backtrace) and exits 1.
+/// Runs the subcommand; on failure prints the error chain (no backtrace) and exits 1. A
+/// signal stops the processes it started and exits with 128 + the signal ([`interrupt`]).
 fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before any thread starts, so that every thread inherits the blocked signals.
+    if let Err(err) = interrupt::install() {
+        eprintln!("error: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let result = match cli.command {
         Command::ProbeOverhead(options) => probe_overhead::run(&options),
         Command::Transfer(options) => transfer::run(&options),
         Command::Suite(options) => suite::run(&options),
