@@ -21,10 +21,8 @@ mod destination;
 mod report;
 
 use std::{
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
-    str::FromStr,
 };
 
 use anyhow::{Context as _, bail};
@@ -35,12 +33,10 @@ use crate::{
     host::{agent_version, is_root, loadavg, modified_utc, source_state},
     iperf::{self, IperfRun},
     results,
+    suite::plan::{IPERF_MAX_STREAMS, Streams},
     workload::{random_key, write_random},
 };
 use report::{draw, render, row};
-
-/// iperf3 refuses more parallel streams than this.
-const IPERF_MAX_STREAMS: usize = 128;
 
 /// Options of `dwcp-bench transfer`.
 #[derive(Debug, clap::Args)]
@@ -71,40 +67,6 @@ pub struct Options {
     /// a disk [default: tmpfs at /dev/shm, so that only the transport is measured].
     #[arg(long)]
     receive_dir: Option<PathBuf>,
-}
-
-/// A stream count to compare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Streams {
-    /// This many streams on both sides.
-    Fixed(usize),
-    /// The agent chooses; iperf3 then uses the count the agent reports.
-    Auto,
-}
-
-impl FromStr for Streams {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "auto" => Ok(Self::Auto),
-            n => match n.parse::<usize>() {
-                Ok(n) if (1..=IPERF_MAX_STREAMS).contains(&n) => Ok(Self::Fixed(n)),
-                _ => Err(format!(
-                    "expected `auto` or a number in 1..={IPERF_MAX_STREAMS}, got {s:?}"
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Streams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Fixed(n) => write!(f, "{n}"),
-            Self::Auto => f.write_str("auto"),
-        }
-    }
 }
 
 /// The agent's side of one round.
@@ -201,6 +163,12 @@ struct Report {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.rounds == 0 || options.size_mib == 0 || options.streams.is_empty() {
         bail!("--rounds, --size-mib and --streams must be non-empty and positive");
+    }
+    if let Some(n) = options.streams.iter().find_map(|s| match s {
+        Streams::Fixed(n) if *n > IPERF_MAX_STREAMS => Some(n),
+        _ => None,
+    }) {
+        bail!("--streams {n}: iperf3 runs at most {IPERF_MAX_STREAMS} streams");
     }
     let built =
         agent::require_binary(&options.agent.clone().unwrap_or_else(agent::default_binary))?;
