@@ -229,13 +229,8 @@ mod privileged {
     #[test]
     fn live_migration_across_an_emulated_wan() {
         common::require_root();
-        let profile = dwcp_wan::profile::LinkProfile::builtin("wan-1g-50ms-0.1pct")
-            .expect("built-in profile");
-        let link = dwcp_wan::WanLink::start(&profile).expect("emulated WAN link");
         let dir = tempfile::tempdir().expect("tempdir");
-        let psk = key(dir.path(), "psk", b'a');
-        let source = peer_in(dir.path(), "src", &psk, link.a());
-        let dest = peer_in(dir.path(), "dst", &psk, link.b());
+        let WanPeers { link, source, dest } = wan_peers(dir.path());
         start_dirty_guest(&source, "farther", 8);
 
         let out = cli(
@@ -253,7 +248,7 @@ mod privileged {
         let report: Value = serde_json::from_str(&out.stdout).expect("JSON report");
         eprintln!(
             "MEASURED live over {}: total {} s, downtime {} ms, rounds {}, RAM sent {} bytes, wire {} bytes",
-            profile.name,
+            link.profile().name,
             report["total_seconds"],
             report["progress"]["downtime_ms"],
             report["progress"]["round"],

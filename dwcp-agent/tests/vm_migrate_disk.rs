@@ -170,13 +170,12 @@ mod privileged {
     #[test]
     fn killing_the_destination_agent_during_the_disk_copy_rolls_back() {
         common::require_root();
-        let profile = dwcp_wan::profile::LinkProfile::builtin("wan-1g-50ms-0.1pct")
-            .expect("built-in profile");
-        let link = dwcp_wan::WanLink::start(&profile).expect("emulated WAN link");
         let dir = tempfile::tempdir().expect("tempdir");
-        let psk = key(dir.path(), "psk", b'a');
-        let source = peer_in(dir.path(), "src", &psk, link.a());
-        let mut dest = peer_in(dir.path(), "dst", &psk, link.b());
+        let WanPeers {
+            link,
+            source,
+            mut dest,
+        } = wan_peers(dir.path());
         let disk = dir.path().join("big.raw");
         // 512 MiB, 16 MiB of it random: over the emulated WAN the copy takes seconds.
         let sum = make_disk(&disk, 512 << 20, 1 << 20, 32 << 20);
@@ -212,7 +211,7 @@ mod privileged {
         let done = report["disk"]["done_bytes"].as_u64().expect("done bytes");
         assert!(done < 512 << 20, "killed after the copy: {report}");
         // A restarted destination agent drops the half-received VM with its partial disk.
-        let dest = peer_in(dir.path(), "dst", &psk, link.b());
+        let dest = peer_in(dir.path(), "dst", &dir.path().join("psk"), link.b());
         assert_rolled_back((&source, Some(&dest)), "anchor", (&disk, &sum), &dest_dir);
         cli(&source.socket, &["stop", "anchor"]).json();
         drop((source, dest));
@@ -222,13 +221,8 @@ mod privileged {
     #[test]
     fn a_destination_qemu_dying_after_the_copy_removes_the_copied_disk() {
         common::require_root();
-        let profile = dwcp_wan::profile::LinkProfile::builtin("wan-1g-50ms-0.1pct")
-            .expect("built-in profile");
-        let link = dwcp_wan::WanLink::start(&profile).expect("emulated WAN link");
         let dir = tempfile::tempdir().expect("tempdir");
-        let psk = key(dir.path(), "psk", b'a');
-        let source = peer_in(dir.path(), "src", &psk, link.a());
-        let dest = peer_in(dir.path(), "dst", &psk, link.b());
+        let WanPeers { link, source, dest } = wan_peers(dir.path());
         let disk = dir.path().join("data.raw");
         let sum = make_disk(&disk, 64 << 20, 1 << 20, 1 << 20);
         start_dirty_guest_with(

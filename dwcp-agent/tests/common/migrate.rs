@@ -32,6 +32,26 @@ pub fn peer_in(dir: &Path, tag: &str, psk: &Path, host: &dwcp_wan::Host) -> Peer
     start_peer(dir, tag, psk, Some(host))
 }
 
+/// A source and a destination agent at the two ends of a fresh emulated
+/// `wan-1g-50ms-0.1pct` link, sharing the key `dir/psk`. Keep the link until the agents
+/// are gone (drop them, then `link.stop()`).
+pub struct WanPeers {
+    pub link: dwcp_wan::WanLink,
+    pub source: Peer,
+    pub dest: Peer,
+}
+
+/// Starts [`WanPeers`] with their state, key and logs under `dir` (`src/`, `dst/`).
+pub fn wan_peers(dir: &Path) -> WanPeers {
+    let profile =
+        dwcp_wan::profile::LinkProfile::builtin("wan-1g-50ms-0.1pct").expect("built-in profile");
+    let link = dwcp_wan::WanLink::start(&profile).expect("emulated WAN link");
+    let psk = key(dir, "psk", b'a');
+    let source = peer_in(dir, "src", &psk, link.a());
+    let dest = peer_in(dir, "dst", &psk, link.b());
+    WanPeers { link, source, dest }
+}
+
 /// Starts an agent on `dir/<tag>`, in `host`'s namespace when given. There its HTTP port
 /// is only reachable inside the namespace, so readiness is its control socket.
 pub fn start_peer(dir: &Path, tag: &str, psk: &Path, host: Option<&dwcp_wan::Host>) -> Peer {
