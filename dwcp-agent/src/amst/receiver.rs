@@ -142,6 +142,12 @@ struct Session {
     hashes: BlockHashes,
     /// Bytes written since the resume record was last saved.
     unsaved: AtomicU64,
+    /// Held around every write into the part file. Tmpfs, and ext4 or xfs writing into
+    /// blocks not yet allocated, hold the file's inode lock for a whole write (direct or
+    /// not), and other streams' threads waiting for it there spin on the CPU; waiting
+    /// here they sleep. With 4 and 16 streams into tmpfs this cut the receiving agent's
+    /// CPU per GB by 10–60% (docs/benchmarks.md).
+    write_lock: Mutex<()>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -692,6 +698,7 @@ impl Receiver {
             have: Mutex::new(have),
             hashes: BlockHashes::new(size, u64::from(block_size)),
             unsaved: AtomicU64::new(0),
+            write_lock: Mutex::new(()),
         })
     }
 
@@ -780,6 +787,10 @@ impl Session {
     /// Writes a block at `offset`: directly when it is whole and aligned, else through
     /// the page cache (the tail block, filesystems without `O_DIRECT`).
     fn write_block(&self, payload: &[u8], offset: u64) -> std::io::Result<()> {
+        let _one = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(direct) = &self.direct
             && is_direct_aligned(payload, offset)
         {
