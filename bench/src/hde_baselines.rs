@@ -99,6 +99,7 @@ pub fn xbzrle(image: &[u8], previous: Option<&[u8]>) -> Row {
 /// `zstd -T1 --long=30` (with `--patch-from` for a round), timed as a child process.
 pub fn zstd_cli(image: &Path, previous: Option<&Path>, bytes: u64) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
+    crate::interrupt::remove_on_signal(dir.path());
     let packed = dir.path().join("image.zst");
     let unpacked = dir.path().join("image");
     let mut args: Vec<String> = vec!["-q".into(), "-f".into(), "-T1".into(), "--long=30".into()];

@@ -6,9 +6,13 @@
 //! (children start with an empty mask: the standard library resets it) and waits for
 //! them on a thread of its own. On one, it sends `SIGTERM` to every descendant process
 //! (found through `/proc/<pid>/task/<tid>/children`, deepest first), gives them a few
-//! seconds, kills what is left and exits with `128 + signal`.
+//! seconds, kills what is left, removes the temporary directories registered with
+//! [`remove_on_signal`] (a tmpfs receive directory would otherwise keep its partial files
+//! in memory) and exits with `128 + signal`.
 
 use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
 };
@@ -17,6 +21,18 @@ use anyhow::Context as _;
 
 /// How long descendants get to stop after `SIGTERM` before `SIGKILL`.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// Directories to remove when a signal stops the benchmark.
+static REMOVE_ON_SIGNAL: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes `dir` with everything in it if a signal stops the benchmark. On a normal exit
+/// its owner cleans up (a `TempDir` removes itself), and a missing directory is skipped.
+pub fn remove_on_signal(dir: &Path) {
+    REMOVE_ON_SIGNAL
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(dir.to_path_buf());
+}
 
 /// Blocks the signals in this thread (call it before starting any other) and starts the
 /// thread that handles them.
@@ -72,6 +88,16 @@ fn stop_and_exit(signal: libc::c_int) -> ! {
     for &pid in &pids {
         if is_running(pid) {
             send(pid, libc::SIGKILL);
+        }
+    }
+    let dirs = std::mem::take(
+        &mut *REMOVE_ON_SIGNAL
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for dir in dirs.iter().filter(|d| d.exists()) {
+        if let Err(err) = std::fs::remove_dir_all(dir) {
+            eprintln!("dwcp-bench: cannot remove {}: {err}", dir.display());
         }
     }
     std::process::exit(128 + signal);

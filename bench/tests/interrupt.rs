@@ -1,4 +1,5 @@
-//! A `dwcp-bench` stopped by a signal stops the agents and iperf3 servers it started.
+//! A `dwcp-bench` stopped by a signal stops the agents and iperf3 servers it started and
+//! removes its temporary files.
 
 mod common;
 
@@ -41,13 +42,18 @@ fn command_name(pid: u32) -> String {
 #[test]
 fn sigterm_stops_the_agents_it_started_and_exits_143() {
     let dir = tempfile::tempdir().unwrap();
+    for sub in ["tmp", "recv"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
     let mut bench = Command::new(env!("CARGO_BIN_EXE_dwcp-bench"))
         .args(["transfer", "--size-mib", "64", "--rounds", "1000"])
         .args(["--streams", "1", "--goal-percent", "90"])
         .arg("--agent")
         .arg(agent_binary())
         .arg("--tmp-dir")
-        .arg(dir.path())
+        .arg(dir.path().join("tmp"))
+        .arg("--receive-dir")
+        .arg(dir.path().join("recv"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,6 +85,14 @@ fn sigterm_stops_the_agents_it_started_and_exits_143() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(stderr.contains("interrupted (signal 15)"), "{stderr}");
+    // Its source file and its receive directory (with any partial file) are gone.
+    for sub in ["tmp", "recv"] {
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "dwcp-bench left {left:?}");
+    }
     // Everything it had started is gone (reaped by init, or a zombie at most briefly).
     let deadline = Instant::now() + Duration::from_secs(10);
     for pid in started.iter().chain(&agents) {

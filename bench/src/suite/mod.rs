@@ -219,6 +219,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .prefix("dwcp-suite-")
         .tempdir_in(&tmp_parent)
         .with_context(|| format!("Create a temporary directory in {}", tmp_parent.display()))?;
+    crate::interrupt::remove_on_signal(tmp.path());
     let agent_bin = tmp.path().join("dwcp-agent");
     std::fs::copy(&built, &agent_bin)
         .with_context(|| format!("Copy {} to {}", built.display(), agent_bin.display()))?;

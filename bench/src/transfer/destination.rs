@@ -37,6 +37,7 @@ impl ReceiveDir {
             .prefix("dwcp-transfer-recv-")
             .tempdir_in(&chosen)
             .with_context(|| format!("Create a receive directory in {}", chosen.display()))?;
+        crate::interrupt::remove_on_signal(dir.path());
         Ok(Self {
             dir,
             filesystem: filesystem_name(magic),

@@ -194,6 +194,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .prefix("dwcp-transfer-")
         .tempdir_in(&tmp_parent)
         .with_context(|| format!("Create a temporary directory in {}", tmp_parent.display()))?;
+    crate::interrupt::remove_on_signal(tmp.path());
     let size = options.size_mib << 20;
     let source = tmp
         .path()
