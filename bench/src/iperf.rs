@@ -5,6 +5,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     path::Path,
     process::Command,
+    thread,
     time::Duration,
 };
 
@@ -92,7 +93,7 @@ pub fn run_file_pairs(
 ) -> anyhow::Result<IperfRun> {
     let pairs = streams.max(1);
     let share = |i: usize| bytes / pairs as u64 + u64::from(i == 0) * (bytes % pairs as u64);
-    let runs: Vec<anyhow::Result<IperfRun>> = std::thread::scope(|scope| {
+    let runs: Vec<anyhow::Result<IperfRun>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..pairs)
             .map(|i| {
                 let target = target_dir.join(format!("iperf3-files-{i}.bin"));
@@ -254,7 +255,20 @@ pub fn run_between(
         client_cmd.args(["-C", cc]);
     }
     let client_line = process::display(&client_cmd);
-    let done = process::run(&mut client_cmd, &stem("-client"), timeout)?;
+    let reused_server = server.is_none();
+    let mut attempt = 1;
+    let done = loop {
+        let done = process::run(&mut client_cmd, &stem("-client"), timeout)?;
+        // A long-running `iperf3 -s` refuses connections, or says it is busy, for a
+        // moment after each test while it resets: retry that, and only for a server this
+        // run did not start.
+        if reused_server && attempt < REFUSED_ATTEMPTS && not_ready(&done.stdout) {
+            attempt += 1;
+            thread::sleep(REFUSED_PAUSE);
+            continue;
+        }
+        break done;
+    };
     let server_line = match server {
         Some(server) => {
             let line = server.command.clone();
@@ -272,6 +286,19 @@ pub fn run_between(
         bail!("`{client_line}` exited with {}", done.status);
     }
     parse(&json, streams, [server_line, client_line])
+}
+
+/// Attempts against a server the user started before a refused connection is an error.
+const REFUSED_ATTEMPTS: u32 = 5;
+/// Pause between those attempts.
+const REFUSED_PAUSE: Duration = Duration::from_millis(300);
+
+/// Whether iperf3's JSON says the server refused the connection or is still busy.
+fn not_ready(stdout: &str) -> bool {
+    serde_json::from_str::<Value>(stdout)
+        .ok()
+        .and_then(|json| json.get("error").and_then(Value::as_str).map(str::to_owned))
+        .is_some_and(|error| error.contains("unable to connect") || error.contains("busy"))
 }
 
 fn parse(json: &Value, streams: usize, commands: [String; 2]) -> anyhow::Result<IperfRun> {
@@ -334,6 +361,21 @@ mod tests {
             server_cpu_percent: None,
             commands: [String::new(), String::new()],
         }
+    }
+
+    #[test]
+    fn only_a_server_not_ready_is_retried() {
+        assert!(not_ready(
+            r#"{"start": {}, "error": "unable to connect to server: Connection refused"}"#
+        ));
+        assert!(not_ready(
+            r#"{"error": "the server is busy running a test. try again later"}"#
+        ));
+        assert!(!not_ready(
+            r#"{"error": "error - control socket has closed unexpectedly"}"#
+        ));
+        assert!(!not_ready(r#"{"end": {}}"#));
+        assert!(!not_ready("not json"));
     }
 
     #[test]
