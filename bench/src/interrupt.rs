@@ -19,6 +19,8 @@ use std::{
 
 use anyhow::Context as _;
 
+use crate::process;
+
 /// How long descendants get to stop after `SIGTERM` before `SIGKILL`.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -79,7 +81,7 @@ fn stop_and_exit(signal: libc::c_int) -> ! {
     );
     // Deepest first: an agent's QEMU before the agent.
     for &pid in pids.iter().rev() {
-        send(pid, libc::SIGTERM);
+        process::signal(pid, libc::SIGTERM);
     }
     let deadline = Instant::now() + GRACE;
     while Instant::now() < deadline && pids.iter().any(|&p| is_running(p)) {
@@ -87,7 +89,7 @@ fn stop_and_exit(signal: libc::c_int) -> ! {
     }
     for &pid in &pids {
         if is_running(pid) {
-            send(pid, libc::SIGKILL);
+            process::signal(pid, libc::SIGKILL);
         }
     }
     let dirs = std::mem::take(
@@ -104,7 +106,7 @@ fn stop_and_exit(signal: libc::c_int) -> ! {
 }
 
 /// Every process below `root`, parents before their children.
-pub fn descendants(root: u32) -> Vec<u32> {
+fn descendants(root: u32) -> Vec<u32> {
     let mut found = Vec::new();
     let mut next = vec![root];
     while let Some(pid) = next.pop() {
@@ -143,16 +145,6 @@ fn is_running(pid: u32) -> bool {
     })
 }
 
-fn send(pid: u32, signal: libc::c_int) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours. `pid` was a
-        // descendant when listed; at worst it has exited and the call fails with ESRCH.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,7 +168,7 @@ mod tests {
         assert!(found.contains(&shell_pid), "{found:?}");
         assert_eq!(descendants(shell_pid).len(), 2, "{found:?}");
         for &pid in found.iter().rev() {
-            send(pid, libc::SIGKILL);
+            process::signal(pid, libc::SIGKILL);
         }
         shell.wait().unwrap();
         assert!(!is_running(shell_pid));

@@ -138,10 +138,13 @@ pub fn run_capped(
     }))
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
+/// Sends `sig` to process `pid` (a child or descendant of ours); a process that has
+/// exited meanwhile is not an error.
+pub fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours. `pid` is a
-        // child of ours that had not been reaped when we looked, so it names that child.
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours. `pid` was
+        // a child or descendant of ours not yet reaped when we looked; at worst it has
+        // exited since and the call fails with ESRCH.
         unsafe {
             libc::kill(pid, sig);
         }
