@@ -431,7 +431,7 @@ fn corrupted_replayed_and_truncated_frames_are_refused_and_nothing_is_finalized(
     // A block whose payload does not match its checksum is refused.
     let (mut r, mut w) = raw::conn(rx.addr, Role::Data { session });
     let mut header = w.next_header(FrameType::Data, 1, raw::BLOCK, &block);
-    header.payload_crc ^= 1;
+    header.payload_check ^= 1;
     w.get_mut().write_all(&header.encode()).expect("header");
     w.get_mut().write_all(&block).expect("payload");
     assert!(

@@ -12,7 +12,7 @@
 
 #![no_main]
 
-use dwcp_agent::protocol::frame::FrameReader;
+use dwcp_agent::protocol::frame::{FrameReader, payload_check, payload_hash};
 use dwcp_fuzz::{Wire, fix_stream};
 use libfuzzer_sys::fuzz_target;
 
@@ -50,10 +50,11 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(header.payload_len <= MAX_PAYLOAD);
         expected_frame += 1;
-        if reader.read_payload(&header, &mut buf).is_err() {
+        let Ok(hash) = reader.read_payload(&header, &mut buf) else {
             break;
-        }
+        };
         let payload = &buf[..header.payload_len as usize];
-        assert_eq!(crc32c::crc32c(payload), header.payload_crc);
+        assert_eq!(hash, payload_hash(payload));
+        assert_eq!(payload_check(&hash), header.payload_check);
     }
 });

@@ -4,6 +4,8 @@
 
 use std::io::{self, Read, Write};
 
+use dwcp_agent::protocol::frame::{payload_check, payload_hash};
+
 /// Magic bytes of a frame header (offset 0).
 pub const FRAME_MAGIC: [u8; 4] = *b"DWCF";
 
@@ -92,7 +94,7 @@ pub fn fix_stream(mut input: &[u8]) -> Vec<u8> {
             .unwrap_or(usize::MAX)
             .min(rest.len());
         let (payload, rest) = rest.split_at(len);
-        header[40..44].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        header[40..44].copy_from_slice(&payload_check(&payload_hash(payload)).to_le_bytes());
         fix_header(&mut header);
         out.extend_from_slice(&header);
         out.extend_from_slice(payload);
@@ -107,8 +109,9 @@ mod tests {
     use std::{fs, path::Path};
 
     use dwcp_agent::protocol::{
+        VERSION,
         frame::{Codec, FrameHeader, FrameType, FrameWriter},
-        messages::{self, Control},
+        messages::{self, CodecChoice, Control},
     };
 
     use super::*;
@@ -121,6 +124,9 @@ mod tests {
             name: "disk.img".into(),
             size: 5,
             block_size: 4,
+            stream: false,
+            window: 0,
+            codec: CodecChoice::default(),
         };
         messages::send(&mut w, &offer).unwrap();
         w.write_frame(FrameType::Data, 0, 0, b"abcd").unwrap();
@@ -129,12 +135,13 @@ mod tests {
         w.get_ref().clone()
     }
 
-    /// A client's Hello (protocol version 1) for `role` (1 control, 2 data) and `session`.
+    /// A client's Hello (this build's protocol version) for `role` (1 control, 2 data)
+    /// and `session`.
     fn hello(role: u8, session: u64) -> Vec<u8> {
         let mut b = vec![0u8; 64];
         b[0..4].copy_from_slice(b"DWCH");
-        b[4..6].copy_from_slice(&1u16.to_le_bytes());
-        b[6..8].copy_from_slice(&1u16.to_le_bytes());
+        b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        b[6..8].copy_from_slice(&VERSION.to_le_bytes());
         b[8] = role;
         b[24..32].copy_from_slice(&session.to_le_bytes());
         b[32..64].fill(0x5a);
@@ -153,7 +160,7 @@ mod tests {
                 offset: 3 << 20,
                 payload_len: len,
                 raw_len: len,
-                payload_crc: crc32c::crc32c(payload),
+                payload_check: payload_check(&payload_hash(payload)),
             }
             .encode()
             .to_vec()
@@ -170,6 +177,9 @@ mod tests {
                 name: "vm-disk.qcow2".into(),
                 size: 1 << 30,
                 block_size: 1 << 20,
+                stream: false,
+                window: 0,
+                codec: CodecChoice::default(),
             },
             Control::Accept {
                 session_id: 42,
@@ -243,6 +253,20 @@ mod tests {
             let target_dir = dir.join(target);
             fs::create_dir_all(&target_dir).unwrap();
             fs::write(target_dir.join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn committed_seeds_match_this_protocol() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        for (target, name, bytes) in seeds() {
+            let path = dir.join(target).join(name);
+            let committed = fs::read(&path).unwrap();
+            assert!(
+                committed == bytes,
+                "{} is stale: regenerate with `cargo +<nightly> test --lib -- --ignored`",
+                path.display()
+            );
         }
     }
 

@@ -115,6 +115,13 @@ impl Project {
             None => all,
         };
         cmd::run(&mut self.cargo_fuzz("build", &[]))?;
+        // The helpers' own tests, among them that the committed seeds still speak this
+        // build's protocol.
+        let plus = self.nightly.plus();
+        let manifest = self.dir.join("Cargo.toml");
+        let mut helpers = cmd::cargo(&self.root, [plus.as_str(), "test", "--lib"]);
+        helpers.arg("--manifest-path").arg(&manifest);
+        cmd::run(&mut helpers)?;
         let mut failed = Vec::new();
         let mut summary = Vec::new();
         for target in &targets {

@@ -4,20 +4,23 @@
 //! where `H(i)` is the XXH3-128 of block `i` (16 bytes, little-endian). XXH3 runs at
 //! memory speed (AVX2, chosen at run time), where BLAKE3 over every byte cost a quarter
 //! of the sender's CPU; BLAKE3 over the short list of block hashes keeps the digest
-//! collision-resistant in the list. The wire already protects each frame with CRC32C;
-//! this digest checks the transfer end to end (every block, in its place, once). Each side hashes a block while it is in
-//! memory anyway (the sender after reading it, the receiver after its checksum passed),
-//! in the stream threads, so no side needs an extra pass over the file; only blocks
-//! skipped by a resume are read back and hashed.
+//! collision-resistant in the list. A raw data frame carries the low word of the same
+//! XXH3-128 as its payload check (`protocol::frame::payload_check`), so each side hashes
+//! a block once, while it is in memory anyway (the sender after reading it, the receiver
+//! as it checks the frame), in the stream threads: no side needs an extra pass over the
+//! file; only blocks skipped by a resume are read back and hashed. This digest checks
+//! the transfer end to end (every block, in its place, once).
 
 use std::{fs::File, os::unix::fs::FileExt as _, path::Path, sync::OnceLock};
+
+use crate::protocol::frame::{PayloadHash, payload_hash};
 
 /// Per-block hashes of one transfer, filled in any order by any thread.
 #[derive(Debug)]
 pub struct BlockHashes {
     size: u64,
     block_size: u64,
-    hashes: Vec<OnceLock<[u8; 16]>>,
+    hashes: Vec<OnceLock<PayloadHash>>,
 }
 
 impl BlockHashes {
@@ -33,8 +36,13 @@ impl BlockHashes {
 
     /// Records the hash of block `seq` (a resent block hashes the same; the first wins).
     pub fn record(&self, seq: u64, data: &[u8]) {
+        self.set(seq, block_hash(data));
+    }
+
+    /// Records block `seq`'s hash, computed by the caller ([`block_hash`]).
+    pub fn set(&self, seq: u64, hash: PayloadHash) {
         if let Some(slot) = usize::try_from(seq).ok().and_then(|i| self.hashes.get(i)) {
-            let _ = slot.set(block_hash(data));
+            let _ = slot.set(hash);
         }
     }
 
@@ -67,9 +75,9 @@ impl BlockHashes {
     }
 }
 
-/// The per-block hash: XXH3-128, little-endian.
-pub fn block_hash(data: &[u8]) -> [u8; 16] {
-    twox_hash::XxHash3_128::oneshot(data).to_le_bytes()
+/// The per-block hash: XXH3-128, little-endian (the frame's payload hash).
+pub fn block_hash(data: &[u8]) -> PayloadHash {
+    payload_hash(data)
 }
 
 /// The digest of a streamed transfer, built block by block in stream order:

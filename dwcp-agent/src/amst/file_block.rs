@@ -1,8 +1,9 @@
 //! Reading the source of a file-backed transfer (regular file or block device): its
 //! size, whether it changed under the transfer, and sending one block of it.
 //!
-//! The block is read with `pread` into a pool block, where its CRC32C (frame header) and
-//! XXH3-128 (transfer digest) are computed while it is hot in the cache. The payload then
+//! The block is read with `pread` into a pool block, where its XXH3-128 is computed
+//! while it is hot in the cache: its low word is the frame's payload check, the whole
+//! hash goes into the transfer digest. The payload then
 //! goes to the socket with `sendfile` straight from the page cache after the header
 //! (sent with `MSG_MORE` so both leave in the same segments): the kernel does not copy
 //! it into socket buffers, so the sender touches each byte once. Where `sendfile`
@@ -14,7 +15,7 @@
 //! mapping of the source exists that could fault.
 //!
 //! The bytes `sendfile` sends are read again from the page cache, after the hashes were
-//! taken: if the source changes in between, the receiver's CRC check or the whole-
+//! taken: if the source changes in between, the receiver's payload check or the whole-
 //! transfer digest refuses the transfer.
 
 use std::{
@@ -24,12 +25,15 @@ use std::{
     os::{fd::AsRawFd as _, unix::fs::FileExt as _},
 };
 
-use super::{AmstError, digest::BlockHashes};
+use super::{
+    AmstError,
+    digest::{BlockHashes, block_hash},
+};
 use crate::{
     pba::Block,
     protocol::{
         ProtocolError,
-        frame::{FrameType, FrameWriter},
+        frame::{Codec, FrameType, FrameWriter},
     },
 };
 
@@ -75,17 +79,27 @@ impl FileBlockSender {
         file.read_exact_at(buf, at.offset)
             .map_err(|e| source_error(e, at))?;
         block.set_len(at.len);
-        hashes.record(at.seq, block);
+        let hash = block_hash(block);
+        hashes.set(at.seq, hash);
         if !self.sendfile {
-            return Ok(writer.write_frame(FrameType::Data, at.seq, at.offset, block)?);
+            return Ok(writer.write_hashed_frame(
+                FrameType::Data,
+                at.seq,
+                at.offset,
+                block,
+                &hash,
+            )?);
         }
         // Number the frame through the writer, then describe the payload sendfile sends.
-        let mut header = writer.next_header(FrameType::Data, at.seq, at.offset, &[]);
         let len = u32::try_from(at.len)
             .map_err(|_| AmstError::Invalid(format!("block of {} bytes too large", at.len)))?;
-        header.payload_len = len;
-        header.raw_len = len;
-        header.payload_crc = crc32c::crc32c(block);
+        let header = writer.next_hashed_header(
+            FrameType::Data,
+            at.seq,
+            at.offset,
+            (Codec::None, len),
+            (len, &hash),
+        );
         let socket = writer.get_ref();
         send_more(socket, &header.encode()).map_err(ProtocolError::Io)?;
         let mut sent = 0usize;

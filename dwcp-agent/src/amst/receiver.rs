@@ -739,7 +739,7 @@ impl Receiver {
                 ))
                 .into());
             }
-            reader.read_payload(&header, buf)?;
+            let hash = reader.read_payload(&header, buf)?;
             let payload = &buf[..header.payload_len as usize];
             session
                 .write_block(payload, header.offset)
@@ -748,7 +748,7 @@ impl Receiver {
                     path: session.part.display().to_string(),
                     source,
                 })?;
-            session.hashes.record(header.seq, payload);
+            session.hashes.set(header.seq, hash);
             session.mark(header.seq);
             session
                 .unsaved

@@ -14,8 +14,14 @@
 //! | 24 | 8 | byte offset of the block in the transfer |
 //! | 32 | 4 | payload length on the wire |
 //! | 36 | 4 | decoded length |
-//! | 40 | 4 | CRC32C of the payload |
+//! | 40 | 4 | payload check: low 32 bits of the payload's XXH3-128 ([`payload_check`]) |
 //! | 44 | 4 | CRC32C of bytes 0..44 |
+//!
+//! The payload check is cut from the same XXH3-128 that goes into the whole-transfer
+//! digest (`amst::digest`) for a raw block, so each side hashes a block once: the sender
+//! computes the hash, puts its low word in the header and records it for the digest; the
+//! receiver recomputes it, compares the low word and records it. (Version 1 used a
+//! CRC32C here, a second pass over every byte on each side.)
 
 use std::io::{Read, Write};
 
@@ -66,8 +72,22 @@ pub struct FrameHeader {
     pub payload_len: u32,
     /// Length after decoding.
     pub raw_len: u32,
-    /// CRC32C of the payload.
-    pub payload_crc: u32,
+    /// Low 32 bits of the payload's XXH3-128 ([`payload_check`]).
+    pub payload_check: u32,
+}
+
+/// The XXH3-128 of a payload, little-endian: its low word checks the frame, and for a
+/// raw block the whole hash enters the transfer digest.
+pub type PayloadHash = [u8; 16];
+
+/// Hashes a payload (XXH3-128, little-endian).
+pub fn payload_hash(payload: &[u8]) -> PayloadHash {
+    twox_hash::XxHash3_128::oneshot(payload).to_le_bytes()
+}
+
+/// The header's payload check for a payload of hash `hash`: its low 32 bits.
+pub fn payload_check(hash: &PayloadHash) -> u32 {
+    u32::from_le_bytes([hash[0], hash[1], hash[2], hash[3]])
 }
 
 impl FrameHeader {
@@ -82,7 +102,7 @@ impl FrameHeader {
         b[24..32].copy_from_slice(&self.offset.to_le_bytes());
         b[32..36].copy_from_slice(&self.payload_len.to_le_bytes());
         b[36..40].copy_from_slice(&self.raw_len.to_le_bytes());
-        b[40..44].copy_from_slice(&self.payload_crc.to_le_bytes());
+        b[40..44].copy_from_slice(&self.payload_check.to_le_bytes());
         let crc = crc32c::crc32c(&b[..44]);
         b[44..48].copy_from_slice(&crc.to_le_bytes());
         b
@@ -123,7 +143,7 @@ impl FrameHeader {
             offset: le_u64(b, 24),
             payload_len: le_u32(b, 32),
             raw_len: le_u32(b, 36),
-            payload_crc: le_u32(b, 40),
+            payload_check: le_u32(b, 40),
         };
         if header.payload_len > max_payload {
             return Err(ProtocolError::TooLarge {
@@ -193,12 +213,13 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(header))
     }
 
-    /// Reads the payload announced by `header` into `buf` and checks its CRC.
+    /// Reads the payload announced by `header` into `buf`, checks it and returns its
+    /// hash (for a raw block, the one the transfer digest takes).
     pub fn read_payload(
         &mut self,
         header: &FrameHeader,
         buf: &mut [u8],
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<PayloadHash, ProtocolError> {
         let len = header.payload_len as usize;
         let max = buf.len() as u64;
         let dst = buf.get_mut(..len).ok_or(ProtocolError::TooLarge {
@@ -206,10 +227,11 @@ impl<R: Read> FrameReader<R> {
             max,
         })?;
         read_exact(&mut self.inner, dst)?;
-        if crc32c::crc32c(dst) != header.payload_crc {
+        let hash = payload_hash(dst);
+        if payload_check(&hash) != header.payload_check {
             return Err(ProtocolError::PayloadChecksum { seq: header.seq });
         }
-        Ok(())
+        Ok(hash)
     }
 
     /// The underlying connection.
@@ -257,6 +279,25 @@ impl<W: Write> FrameWriter<W> {
         payload: &[u8],
     ) -> FrameHeader {
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        self.next_hashed_header(
+            kind,
+            seq,
+            offset,
+            (codec, raw_len),
+            (len, &payload_hash(payload)),
+        )
+    }
+
+    /// Builds the next header for a payload of `len` bytes whose hash the caller already
+    /// computed (and records for the digest), without touching the payload.
+    pub fn next_hashed_header(
+        &mut self,
+        kind: FrameType,
+        seq: u64,
+        offset: u64,
+        (codec, raw_len): (Codec, u32),
+        (len, hash): (u32, &PayloadHash),
+    ) -> FrameHeader {
         let header = FrameHeader {
             kind,
             codec,
@@ -265,7 +306,7 @@ impl<W: Write> FrameWriter<W> {
             offset,
             payload_len: len,
             raw_len,
-            payload_crc: crc32c::crc32c(payload),
+            payload_check: payload_check(hash),
         };
         self.next_frame += 1;
         header
@@ -280,6 +321,23 @@ impl<W: Write> FrameWriter<W> {
         payload: &[u8],
     ) -> Result<(), ProtocolError> {
         let header = self.next_header(kind, seq, offset, payload).encode();
+        write_all_vectored(&mut self.inner, &header, payload)?;
+        Ok(())
+    }
+
+    /// Writes one raw frame whose payload hash the caller already computed.
+    pub fn write_hashed_frame(
+        &mut self,
+        kind: FrameType,
+        seq: u64,
+        offset: u64,
+        payload: &[u8],
+        hash: &PayloadHash,
+    ) -> Result<(), ProtocolError> {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let header = self
+            .next_hashed_header(kind, seq, offset, (Codec::None, len), (len, hash))
+            .encode();
         write_all_vectored(&mut self.inner, &header, payload)?;
         Ok(())
     }
@@ -375,7 +433,7 @@ mod tests {
             offset: 42 << 20,
             payload_len: 5,
             raw_len: 5,
-            payload_crc: crc32c::crc32c(b"hello"),
+            payload_check: payload_check(&payload_hash(b"hello")),
         }
     }
 
@@ -482,8 +540,8 @@ mod tests {
         }
 
         #[test]
-        fn any_header_round_trips(frame_no in 1u64.., seq in any::<u64>(), offset in any::<u64>(), len in 0u32..1024, crc in any::<u32>()) {
-            let h = FrameHeader { kind: FrameType::Data, codec: Codec::None, frame_no, seq, offset, payload_len: len, raw_len: len, payload_crc: crc };
+        fn any_header_round_trips(frame_no in 1u64.., seq in any::<u64>(), offset in any::<u64>(), len in 0u32..1024, check in any::<u32>()) {
+            let h = FrameHeader { kind: FrameType::Data, codec: Codec::None, frame_no, seq, offset, payload_len: len, raw_len: len, payload_check: check };
             prop_assert_eq!(FrameHeader::decode(&h.encode(), 1024).unwrap(), h);
         }
     }

@@ -1,12 +1,14 @@
-//! DWCP wire protocol, version 1.
+//! DWCP wire protocol, version 2.
 //!
 //! Every connection is TCP to the receiver's data port (default 9478) and starts with a
 //! mutual challenge–response authentication on a pre-shared key ([`handshake`]). One
 //! connection of a transfer is the **control** connection; the others are **data**
 //! streams that join the session the control connection opened. After the handshake,
 //! both directions carry [`frame`]s: a fixed 48-byte header (type, per-connection frame
-//! number, block sequence, offset, lengths, codec, CRC32C of payload and of header)
-//! followed by the payload. Control frames carry small JSON [`messages`].
+//! number, block sequence, offset, lengths, codec, a payload check and the header's
+//! CRC32C) followed by the payload. Version 2 made the payload check the low word of
+//! the payload's XXH3-128, the hash the transfer digest takes, so a block is hashed once
+//! per side; peers of different versions refuse each other in the handshake. Control frames carry small JSON [`messages`].
 //!
 //! ```text
 //! sender                                               receiver
@@ -17,7 +19,7 @@
 //!   | Offer{transfer id, name, size, block size} ------->  |
 //!   | <------- Accept{session, blocks already held}        |  (resume: skip those)
 //!   | data conn 1..N: Hello(role=data, session) ... Verdict (same handshake)
-//!   | Data(seq, offset, crc) on any stream ------------->  |  pwrite at offset
+//!   | Data(seq, offset, check) on any stream ----------->  |  pwrite at offset
 //!   | <-------------------------- Ack(seq) on that stream  |  sender frees the block
 //!   |   (a stream that dies: its unacknowledged blocks are resent on the others)
 //!   | End{size, blake3 digest} on control -------------->  |  fsync, verify digest,
@@ -36,8 +38,8 @@
 //! - A stranger without the key cannot open a session or join one as a data stream;
 //!   a recorded handshake cannot be replayed (fresh nonces on both sides).
 //! - Within a connection, frame numbers increase by one; a repeated or skipped number
-//!   is refused as a replay. Blocks carry a CRC32C; the whole transfer a BLAKE3 digest
-//!   over the XXH3-128 hashes of its blocks (`amst::digest`).
+//!   is refused as a replay. Blocks carry the low 32 bits of their XXH3-128; the whole
+//!   transfer a BLAKE3 digest over those XXH3-128 hashes (`amst::digest`).
 //! - Memory is bounded on both sides: the sender has at most its window of blocks in
 //!   flight per stream; a file receiver writes each block where it belongs and keeps
 //!   none, a stream receiver keeps at most its reorder window.
@@ -49,7 +51,7 @@ pub mod handshake;
 pub mod messages;
 
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Errors of decoding frames and running the handshake.
 #[derive(Debug, thiserror::Error)]
