@@ -40,7 +40,8 @@ struct StatsArgs {
     /// zstd level of L3.
     #[arg(long, default_value_t = 1)]
     zstd_level: i32,
-    /// Literal pages sampled to train the zstd dictionary (0: no dictionary).
+    /// Literal pages sampled to train a zstd dictionary (0: none, the default; it pays
+    /// only for small blocks).
     #[arg(long, default_value_t = dwcp_hde::HdeConfig::default().dict_sample_pages)]
     dict_pages: u32,
 }

@@ -11,8 +11,9 @@
 //! - **L2** a page whose previous version the receiver holds (the last `history_slots`
 //!   page indices seen) is sent as "unchanged" or as an XOR run-length delta ([`history`],
 //!   [`delta`]).
-//! - **L3** the block's payload is compressed with zstd, with a dictionary trained on the
-//!   first literal pages and shipped inline; a payload zstd does not shrink is stored.
+//! - **L3** the block's payload is compressed with zstd (optionally with a dictionary
+//!   trained on the first literal pages and shipped inline, off by default: see
+//!   [`HdeConfig::dict_sample_pages`]); a payload zstd does not shrink is stored.
 //!
 //! # Determinism
 //!

@@ -1,6 +1,13 @@
 //! A bounded ring of page-sized slots: the storage of the content index (level 1) and
 //! of the previous-version cache (level 2). Allocated once; pages are copied in and out,
 //! never allocated one by one.
+//!
+//! The storage is an anonymous mapping advised for transparent huge pages: a first round
+//! fills the ring page by page, and with 4 KiB pages every slot's first write cost a
+//! page fault and a zeroing of its own (the largest part of level 2's cost on a full
+//! image). Where the mapping cannot be made, a heap buffer serves the same way.
+
+use memmap2::{Advice, MmapMut};
 
 use crate::page::PAGE_SIZE;
 
@@ -8,7 +15,7 @@ use crate::page::PAGE_SIZE;
 #[derive(Debug)]
 pub struct PageRing {
     /// `slots * PAGE_SIZE` bytes.
-    bytes: Vec<u8>,
+    bytes: Storage,
     /// Number of slots.
     slots: u32,
     /// Slots handed out so far (the next one is `next % slots`).
@@ -20,7 +27,7 @@ impl PageRing {
     #[must_use]
     pub fn new(slots: u32) -> Self {
         Self {
-            bytes: vec![0; slots as usize * PAGE_SIZE],
+            bytes: Storage::new(slots as usize * PAGE_SIZE),
             slots,
             next: 0,
         }
@@ -59,12 +66,52 @@ impl PageRing {
     #[must_use]
     pub fn page(&self, slot: u32) -> &[u8] {
         let at = slot as usize * PAGE_SIZE;
-        &self.bytes[at..at + PAGE_SIZE]
+        &self.bytes.as_slice()[at..at + PAGE_SIZE]
     }
 
     /// The page in `slot`, writable.
     pub fn page_mut(&mut self, slot: u32) -> &mut [u8] {
         let at = slot as usize * PAGE_SIZE;
-        &mut self.bytes[at..at + PAGE_SIZE]
+        &mut self.bytes.as_mut_slice()[at..at + PAGE_SIZE]
+    }
+}
+
+/// Zeroed bytes that the kernel backs with huge pages where it can.
+#[derive(Debug)]
+enum Storage {
+    /// An anonymous mapping (zero-filled on first touch).
+    Mapped(MmapMut),
+    /// A heap buffer, when there is nothing to map or mapping failed.
+    Heap(Vec<u8>),
+}
+
+impl Storage {
+    fn new(len: usize) -> Self {
+        if len == 0 {
+            return Self::Heap(Vec::new());
+        }
+        match MmapMut::map_anon(len) {
+            Ok(map) => {
+                // Only advice: without transparent huge pages the ring works the same,
+                // with 4 KiB pages.
+                let _ = map.advise(Advice::HugePage);
+                Self::Mapped(map)
+            }
+            Err(_) => Self::Heap(vec![0; len]),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Heap(bytes) => bytes,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Heap(bytes) => bytes,
+        }
     }
 }
