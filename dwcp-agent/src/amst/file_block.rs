@@ -3,10 +3,10 @@
 //!
 //! The block is read with `pread` into a pool block, where its XXH3-128 is computed
 //! while it is hot in the cache: its low word is the frame's payload check, the whole
-//! hash goes into the transfer digest. The payload then
-//! goes to the socket with `sendfile` straight from the page cache after the header
-//! (sent with `MSG_MORE` so both leave in the same segments): the kernel does not copy
-//! it into socket buffers, so the sender touches each byte once. Where `sendfile`
+//! hash goes into the transfer digest. The payload then goes to the socket with
+//! `sendfile` straight from the page cache after the header (sent with `MSG_MORE` so
+//! both leave in the same segments): the kernel does not copy it into socket buffers,
+//! so the sender touches each byte once. Where `sendfile`
 //! cannot serve the source (`EINVAL`/`ENOSYS`), the stream falls back to writing the
 //! pool block, which holds the same bytes.
 //!

@@ -201,6 +201,13 @@ pub fn server<S: Read + Write>(
     let min = u16::from_le_bytes([hello[4], hello[5]]);
     let max = u16::from_le_bytes([hello[6], hello[7]]);
     if !(min..=max).contains(&VERSION) {
+        // Tell the client which version we speak (a challenge without a proof, which it
+        // checks the version of first), so it reports the mismatch instead of a closed
+        // connection. Best effort: we refuse either way.
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        challenge[0..4].copy_from_slice(b"DWCC");
+        challenge[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        let _ = s.write_all(&challenge).and_then(|()| s.flush());
         return Err(ProtocolError::Version {
             ours: VERSION,
             min,
@@ -372,6 +379,55 @@ mod tests {
             BAD_PROOF
         );
         assert_eq!(server_side.join().unwrap(), vec![true, false]);
+    }
+
+    #[test]
+    fn peers_of_another_protocol_version_are_refused_on_both_sides() {
+        // A version-1 client (CRC32C payload checks) meets this server.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_side = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            server(&mut s, &Psk::new(b"0123456789abcdef").unwrap(), |_| true)
+        });
+        let mut old_client = TcpStream::connect(addr).unwrap();
+        let mut hello = [0u8; HELLO_LEN];
+        hello[0..4].copy_from_slice(b"DWCH");
+        hello[4..6].copy_from_slice(&1u16.to_le_bytes());
+        hello[6..8].copy_from_slice(&1u16.to_le_bytes());
+        hello[8] = 1;
+        old_client.write_all(&hello).unwrap();
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        read_exact(&mut old_client, &mut challenge).unwrap();
+        assert_eq!(&challenge[0..4], b"DWCC");
+        assert_eq!(u16::from_le_bytes([challenge[4], challenge[5]]), VERSION);
+        let err = server_side.join().unwrap().unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::Version { min: 1, max: 1, .. }),
+            "{err}"
+        );
+
+        // This client meets a version-1 server.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let old_server = thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut hello = [0u8; HELLO_LEN];
+            read_exact(&mut s, &mut hello).unwrap();
+            let mut challenge = [0u8; CHALLENGE_LEN];
+            challenge[0..4].copy_from_slice(b"DWCC");
+            challenge[4..6].copy_from_slice(&1u16.to_le_bytes());
+            s.write_all(&challenge).unwrap();
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        let key = Psk::new(b"0123456789abcdef").unwrap();
+        let err = client(&mut c, &key, Role::Control).unwrap_err();
+        old_server.join().unwrap();
+        assert!(
+            err.to_string()
+                .contains(&format!("we speak {VERSION}, peer speaks 1..=1")),
+            "{err}"
+        );
     }
 
     #[test]

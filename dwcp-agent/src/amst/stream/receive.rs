@@ -9,8 +9,9 @@
 //! closed once the stream is verified, or else `.<name>.dwcp-part` in the receive
 //! directory, written sequentially, fsynced and renamed to `<name>` once the digest
 //! matches. A consumer sees the bytes as they arrive in order (it cannot wait for the
-//! end): each block's payload check is verified before delivery, the whole-stream digest only at
-//! the end, and a failed stream closes the consumer early so it sees a truncated stream.
+//! end): each block's payload check is verified before delivery, the whole-stream digest
+//! only at the end, and a failed stream closes the consumer early so it sees a truncated
+//! stream.
 //!
 //! Blocks in order are decoded inline, except HDE streams on a machine with at least
 //! [`MIN_DECODE_STAGE_CORES`] cores: those go to a decode stage ([`super::decode_pipeline`]) that decompresses on
