@@ -18,6 +18,7 @@ pub mod auto;
 pub mod digest;
 pub mod failures;
 mod file_block;
+mod file_session;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod receiver;

@@ -14,24 +14,21 @@
 
 use std::{
     collections::HashMap,
-    fs::{File, OpenOptions},
+    fs::File,
     io::ErrorKind,
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::fs::FileExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
-
-use serde::{Deserialize, Serialize};
 
 use super::{
     AmstError,
-    digest::BlockHashes,
+    file_session::{FileSession, Persister},
     socket::SocketTuning,
     stream::receive::{Consumer, StreamSession},
 };
@@ -43,8 +40,6 @@ use crate::protocol::{
     messages::{self, Control, MAX_CONTROL_LEN, to_ranges},
 };
 
-/// Bytes after which the resume record is saved even before a second has passed.
-pub const PERSIST_BYTES: u64 = 16 << 20;
 /// Largest block a sender may use.
 pub const MAX_BLOCK: u32 = 16 << 20;
 /// Calm adapt steps before a receiver pool gives idle blocks back.
@@ -122,41 +117,8 @@ pub struct PoolTotals {
 /// A transfer data streams may join.
 #[derive(Clone, Debug)]
 enum Live {
-    File(Arc<Session>),
+    File(Arc<FileSession>),
     Stream(Arc<StreamSession>),
-}
-
-#[derive(Debug)]
-struct Session {
-    file: File,
-    /// The same file opened with `O_DIRECT`, when the filesystem supports it: whole,
-    /// aligned blocks go from the pool block to the device without a page-cache copy.
-    direct: Option<File>,
-    part: PathBuf,
-    state: PathBuf,
-    target: PathBuf,
-    transfer_id: String,
-    size: u64,
-    block_size: u64,
-    have: Mutex<Vec<bool>>,
-    hashes: BlockHashes,
-    /// Bytes written since the resume record was last saved.
-    unsaved: AtomicU64,
-    /// Held around every write into the part file. Tmpfs, and ext4 or xfs writing into
-    /// blocks not yet allocated, hold the file's inode lock for a whole write (direct or
-    /// not), and other streams' threads waiting for it there spin on the CPU; waiting
-    /// here they sleep. With 4 and 16 streams into tmpfs this cut the receiving agent's
-    /// CPU per GB by 10–60% (docs/benchmarks.md).
-    write_lock: Mutex<()>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResumeRecord {
-    transfer_id: String,
-    size: u64,
-    block_size: u64,
-    have: Vec<(u64, u64)>,
 }
 
 impl Receiver {
@@ -472,7 +434,7 @@ impl Receiver {
         reader: &mut FrameReader<TcpStream>,
         writer: &mut FrameWriter<TcpStream>,
         id: u64,
-        session: &Session,
+        session: &FileSession,
         have: Vec<(u64, u64)>,
         persister: Persister,
     ) -> Result<(), AmstError> {
@@ -639,70 +601,12 @@ impl Receiver {
         target: PathBuf,
         size: u64,
         block_size: u32,
-    ) -> Result<Session, AmstError> {
+    ) -> Result<FileSession, AmstError> {
         check_block_size(block_size)?;
-        let (Some(dir), Some(name)) = (
-            target.parent(),
-            target.file_name().map(|n| n.to_string_lossy()),
-        ) else {
-            return Err(AmstError::Invalid(format!(
-                "{} names no file in a directory",
-                target.display()
-            )));
-        };
-        let part = dir.join(format!(".{name}.dwcp-part"));
-        let state = dir.join(format!(".{name}.dwcp-state"));
-        let io = |what, path: &Path| {
-            let path = path.display().to_string();
-            move |source| AmstError::File { what, path, source }
-        };
-        let blocks = usize::try_from(size.div_ceil(u64::from(block_size)))
-            .map_err(|_| AmstError::Invalid(format!("size {size} too large")))?;
-        let mut have = vec![false; blocks];
-        let resumable = std::fs::read(&state)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<ResumeRecord>(&bytes).ok())
-            .filter(|r| {
-                r.transfer_id == transfer_id
-                    && r.size == size
-                    && r.block_size == u64::from(block_size)
-            })
-            .filter(|_| part.exists());
-        if let Some(record) = &resumable {
-            for &(a, b) in &record.have {
-                for seq in a..=b {
-                    if let Some(slot) = usize::try_from(seq).ok().and_then(|i| have.get_mut(i)) {
-                        *slot = true;
-                    }
-                }
-            }
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(resumable.is_none())
-            .open(&part)
-            .map_err(io("Cannot create", &part))?;
-        file.set_len(size).map_err(io("Cannot size", &part))?;
-        let direct = open_direct(&part);
-        Ok(Session {
-            file,
-            direct,
-            part,
-            state,
-            target,
-            transfer_id: transfer_id.to_owned(),
-            size,
-            block_size: u64::from(block_size),
-            have: Mutex::new(have),
-            hashes: BlockHashes::new(size, u64::from(block_size)),
-            unsaved: AtomicU64::new(0),
-            write_lock: Mutex::new(()),
-        })
+        FileSession::open(transfer_id, target, size, block_size)
     }
 
-    fn data(&self, stream: TcpStream, session: &Session) -> Result<(), AmstError> {
+    fn data(&self, stream: TcpStream, session: &FileSession) -> Result<(), AmstError> {
         let block = u32::try_from(session.block_size).unwrap_or(MAX_BLOCK);
         let mut reader = FrameReader::new(stream.try_clone().map_err(ProtocolError::Io)?, block);
         let mut writer = FrameWriter::new(stream);
@@ -762,89 +666,6 @@ impl Receiver {
     }
 }
 
-/// Alignment `O_DIRECT` needs for buffer, offset and length (the largest logical block
-/// size in common use).
-const DIRECT_ALIGN: usize = 4096;
-
-fn is_direct_aligned(payload: &[u8], offset: u64) -> bool {
-    payload.len().is_multiple_of(DIRECT_ALIGN)
-        && offset.is_multiple_of(DIRECT_ALIGN as u64)
-        && (payload.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-}
-
-/// Opens `path` for direct writes; `None` where the filesystem refuses (tmpfs).
-fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .inspect_err(|e| tracing::debug!(error = %e, "No O_DIRECT; writing through the page cache"))
-        .ok()
-}
-
-impl Session {
-    /// Writes a block at `offset`: directly when it is whole and aligned, else through
-    /// the page cache (the tail block, filesystems without `O_DIRECT`).
-    fn write_block(&self, payload: &[u8], offset: u64) -> std::io::Result<()> {
-        let _one = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(direct) = &self.direct
-            && is_direct_aligned(payload, offset)
-        {
-            match direct.write_all_at(payload, offset) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                other => return other,
-            }
-        }
-        self.file.write_all_at(payload, offset)
-    }
-
-    fn lock_have(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
-        self.have
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn held(&self) -> Vec<u64> {
-        self.lock_have()
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h)
-            .map(|(i, _)| i as u64)
-            .collect()
-    }
-
-    fn missing(&self) -> usize {
-        self.lock_have().iter().filter(|h| !**h).count()
-    }
-
-    fn mark(&self, seq: u64) {
-        let mut have = self.lock_have();
-        if let Some(slot) = usize::try_from(seq).ok().and_then(|i| have.get_mut(i)) {
-            *slot = true;
-        }
-    }
-
-    /// Makes the written blocks durable, then records them (atomically replaced).
-    fn persist(&self) -> std::io::Result<()> {
-        let held = self.held();
-        self.file.sync_data()?;
-        let record = ResumeRecord {
-            transfer_id: self.transfer_id.clone(),
-            size: self.size,
-            block_size: self.block_size,
-            have: to_ranges(held),
-        };
-        let tmp = self.state.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default())?;
-        File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.state)
-    }
-}
-
 /// Waits until `listener` has a connection to accept, or `timeout_ms` passed.
 fn wait_readable(listener: &TcpListener, timeout_ms: i32) {
     use std::os::fd::AsRawFd as _;
@@ -855,50 +676,6 @@ fn wait_readable(listener: &TcpListener, timeout_ms: i32) {
     };
     // SAFETY: `fd` is one valid pollfd for a listener that outlives the call.
     unsafe { libc::poll(&raw mut fd, 1, timeout_ms) };
-}
-
-/// Saves a session's resume record on its own thread, so that the `fdatasync` it needs
-/// never stalls a data stream: every second, or sooner once [`PERSIST_BYTES`] arrived.
-struct Persister {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Persister {
-    fn start(session: Arc<Session>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("dwcp-persist".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while !flag.load(Ordering::Relaxed) {
-                    thread::park_timeout(Duration::from_millis(100));
-                    let due = last.elapsed() >= Duration::from_secs(1)
-                        || session.unsaved.load(Ordering::Relaxed) >= PERSIST_BYTES;
-                    if due && !flag.load(Ordering::Relaxed) {
-                        last = Instant::now();
-                        session.unsaved.store(0, Ordering::Relaxed);
-                        if let Err(err) = session.persist() {
-                            tracing::warn!(error = %err, "Cannot save the resume record");
-                        }
-                    }
-                }
-            })
-            .ok();
-        Self { stop, thread }
-    }
-}
-
-impl Drop for Persister {
-    /// Stops the thread and waits for it, so no record is written after this returns.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
-    }
 }
 
 fn check_block_size(block_size: u32) -> Result<(), AmstError> {
