@@ -133,7 +133,9 @@ impl VmManager {
     ) -> Result<(), VmError> {
         let slot = self.slot(name)?;
         let mut vm = slot.vm.lock().await;
-        lock(&self.inner.migrations).remove(name);
+        // The in-progress report stays visible until the record holding the final one is
+        // saved: readers see the snapshot, which only a save updates, so removing it first
+        // answered "never migrated" while the guest was being resumed.
         let reason = report.error.clone();
         vm.record.migration = Some(report);
         if vm.record.state == VmState::Migrating {
@@ -149,13 +151,22 @@ impl VmManager {
                     "resume after a failed migration",
                     source,
                 );
+                lock(&self.inner.migrations).remove(name);
                 tracing::error!(vm = %name, error = %crate::error_chain(&err), "Rollback failed");
                 return Err(err);
             }
-            vm.record.state = vm.record.state.apply(&Action::AbortMigration)?;
+            vm.record.state = vm
+                .record
+                .state
+                .apply(&Action::AbortMigration)
+                .inspect_err(|_| {
+                    lock(&self.inner.migrations).remove(name);
+                })?;
         }
         vm.record.last_error = reason;
-        self.save(&slot, &mut vm)?;
+        let saved = self.save(&slot, &mut vm);
+        lock(&self.inner.migrations).remove(name);
+        saved?;
         tracing::warn!(vm = %name, error = ?vm.record.last_error, "Migration rolled back");
         Ok(())
     }
