@@ -342,6 +342,17 @@ mod tests {
         );
     }
 
+    /// A control Hello offering only `version`, with a zero nonce, as a peer without
+    /// this module's client would send it.
+    fn raw_control_hello(version: u16) -> [u8; HELLO_LEN] {
+        let mut hello = [0u8; HELLO_LEN];
+        hello[0..4].copy_from_slice(b"DWCH");
+        hello[4..6].copy_from_slice(&version.to_le_bytes());
+        hello[6..8].copy_from_slice(&version.to_le_bytes());
+        hello[8] = 1;
+        hello
+    }
+
     #[test]
     fn replayed_auth_is_refused() {
         // Record a client's Auth from one session and replay it on a new connection.
@@ -361,12 +372,7 @@ mod tests {
         client(&mut first, &key, Role::Control).unwrap();
         // A replayer without the key sends a recorded Hello and Auth verbatim.
         let mut second = TcpStream::connect(addr).unwrap();
-        let mut hello = [0u8; HELLO_LEN];
-        hello[0..4].copy_from_slice(b"DWCH");
-        hello[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        hello[6..8].copy_from_slice(&VERSION.to_le_bytes());
-        hello[8] = 1;
-        second.write_all(&hello).unwrap();
+        second.write_all(&raw_control_hello(VERSION)).unwrap();
         let mut challenge = [0u8; CHALLENGE_LEN];
         read_exact(&mut second, &mut challenge).unwrap();
         let mut auth = [0u8; AUTH_LEN];
@@ -391,12 +397,7 @@ mod tests {
             server(&mut s, &Psk::new(b"0123456789abcdef").unwrap(), |_| true)
         });
         let mut old_client = TcpStream::connect(addr).unwrap();
-        let mut hello = [0u8; HELLO_LEN];
-        hello[0..4].copy_from_slice(b"DWCH");
-        hello[4..6].copy_from_slice(&1u16.to_le_bytes());
-        hello[6..8].copy_from_slice(&1u16.to_le_bytes());
-        hello[8] = 1;
-        old_client.write_all(&hello).unwrap();
+        old_client.write_all(&raw_control_hello(1)).unwrap();
         let mut challenge = [0u8; CHALLENGE_LEN];
         read_exact(&mut old_client, &mut challenge).unwrap();
         assert_eq!(&challenge[0..4], b"DWCC");
