@@ -68,6 +68,10 @@ pub struct CaseResult {
     /// Stopped at the plan's cap: `bytes` is what moved by then, `goodput_bps` that
     /// rate, and `seconds` the full transfer's time extrapolated from it.
     pub capped: bool,
+    /// Percent of the machine's CPU time the hypervisor took while the case ran
+    /// (`steal` in `/proc/stat`; `None` where the kernel does not count it).
+    #[serde(default)]
+    pub steal_percent: Option<f64>,
     /// Command lines run, in order.
     pub commands: Vec<String>,
     /// Why the case failed, if it did.
@@ -215,23 +219,25 @@ impl CaseEnv<'_> {
     }
 
     /// Records a send stopped at the cap by the rate the receiver saw (its payload bytes,
-    /// scraped every second), and removes the partial file.
+    /// scraped every second; when not one block completed, the bytes its kernel
+    /// received), and removes the partial file.
     fn capped_send(&self, samples: &[Sample], r: &mut CaseResult) -> anyhow::Result<()> {
         r.capped = true;
         r.commands.push(format!(
             "# stopped after {} s (the cap)",
             self.cap.as_secs()
         ));
-        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-            bail!("Stopped at the cap, and no receiver metrics to measure what it moved");
-        };
-        let moved = last.payload_bytes - first.payload_bytes;
-        let span = last.t - first.t;
-        if moved <= 0.0 || span <= 0.0 {
-            bail!("Stopped at the cap with no payload received");
+        let moved = scrape::moved_by_cap(samples).map_err(|why| {
+            anyhow::anyhow!("Stopped at the cap after {} s: {why}", self.cap.as_secs())
+        })?;
+        if moved.from_kernel {
+            r.commands.push(
+                "# no block completed by the cap: rate from the bytes the receiver's kernel received"
+                    .into(),
+            );
         }
-        let bps = moved * 8.0 / span;
-        r.bytes = moved as u64;
+        let bps = moved.bytes * 8.0 / moved.seconds;
+        r.bytes = moved.bytes as u64;
         r.goodput_bps = Some(bps);
         r.seconds = Some(self.bytes as f64 * 8.0 / bps);
         r.receiver_cpu_seconds = scrape::cpu_growth(samples);

@@ -186,6 +186,11 @@ fn cpu(p: &ProfileCases<'_>) -> MetricResult {
             .flatten()
     }) {
         Some(v) => MetricResult::measured(target, name, v, p.peers(busier)),
+        None if p.ok(Kind::Dwcp, "auto").iter().all(|c| c.capped) => MetricResult::not_measured(
+            target,
+            name,
+            "`dwcp --streams auto` was stopped at the cap: no sender summary with its CPU time",
+        ),
         None => MetricResult::not_measured(
             target,
             name,
@@ -322,5 +327,19 @@ mod tests {
         assert_eq!(cpu.value, None);
         let goal = find(&results, targets::UTILIZATION_GOAL.id);
         assert!(matches!(&goal.status, Status::NotMeasured(w) if w.contains("not in this run")));
+    }
+
+    #[test]
+    fn a_capped_auto_case_is_not_blamed_on_the_probes() {
+        let mut auto = case(Kind::Dwcp, "auto", 0.1, 4);
+        auto.capped = true;
+        auto.sender_cpu_seconds = None;
+        let results = evaluate(&[link(GOAL_PROFILE, Some(1_000_000_000))], &[auto.clone()]);
+        let cpu = find(&results, targets::CPU_OVERHEAD.id);
+        assert!(matches!(&cpu.status, Status::NotMeasured(w) if w.contains("stopped at the cap")));
+        auto.capped = false;
+        let results = evaluate(&[link(GOAL_PROFILE, Some(1_000_000_000))], &[auto]);
+        let cpu = find(&results, targets::CPU_OVERHEAD.id);
+        assert!(matches!(&cpu.status, Status::NotMeasured(w) if w.contains("probes")));
     }
 }

@@ -16,6 +16,7 @@ pub mod plots;
 pub mod report;
 pub mod runner;
 pub mod scrape;
+pub mod steal;
 pub mod targets;
 
 use std::{
@@ -345,6 +346,10 @@ fn print_summary(report: &Report, dir: &Path) {
         println!("  - {b}");
     }
     println!("Wall time: {:.0} s", report.wall_seconds);
+    let contended = report::markdown::contention_warning(report);
+    if !contended.is_empty() {
+        println!("{}", contended.trim_end().replace("**", ""));
+    }
     println!("Report: {}", dir.join("report.md").display());
 }
 

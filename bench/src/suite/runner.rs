@@ -13,6 +13,7 @@ use super::{
     cases::{CaseEnv, CaseResult, Kind},
     link::{Link, LinkInfo},
     plan::{Plan, Streams},
+    steal,
 };
 use crate::{
     agent::{self, Receiver},
@@ -189,7 +190,7 @@ fn run_round(plan: &Plan, env: &CaseEnv<'_>, round: usize, cases: &mut Vec<CaseR
     let dwcp = |record: &mut dyn FnMut(CaseResult)| -> Option<usize> {
         let mut auto_count = None;
         for &s in &plan.streams {
-            let r = env.dwcp(s, round);
+            let r = with_steal(|| env.dwcp(s, round));
             if s == Streams::Auto {
                 auto_count = r.streams;
             }
@@ -199,10 +200,10 @@ fn run_round(plan: &Plan, env: &CaseEnv<'_>, round: usize, cases: &mut Vec<CaseR
     };
     let peers = |record: &mut dyn FnMut(CaseResult), extra: Option<usize>| {
         for &n in plan.iperf3_streams.iter().chain(extra.as_slice()) {
-            record(env.iperf3(n, round));
+            record(with_steal(|| env.iperf3(n, round)));
         }
         if plan.copy && env.copy_dir.is_some() {
-            record(env.copy(round));
+            record(with_steal(|| env.copy(round)));
         }
     };
     let missing = |n: Option<usize>| {
@@ -216,9 +217,16 @@ fn run_round(plan: &Plan, env: &CaseEnv<'_>, round: usize, cases: &mut Vec<CaseR
         peers(&mut record, None);
         let auto = dwcp(&mut record);
         if let Some(n) = missing(auto) {
-            record(env.iperf3(n, round));
+            record(with_steal(|| env.iperf3(n, round)));
         }
     }
+}
+
+/// Runs one case and records the CPU time the hypervisor took meanwhile.
+fn with_steal(case: impl FnOnce() -> CaseResult) -> CaseResult {
+    let (mut r, stolen) = steal::measure(case);
+    r.steal_percent = stolen;
+    r
 }
 
 fn progress_line(r: &CaseResult) -> String {
@@ -235,8 +243,14 @@ fn progress_line(r: &CaseResult) -> String {
         ),
         (None, None) => "no figure".into(),
     };
+    let contended = match r.steal_percent {
+        Some(p) if p >= steal::CONTENDED_PERCENT => {
+            format!(" [the hypervisor took {p:.0}% of the CPU time]")
+        }
+        _ => String::new(),
+    };
     format!(
-        "[{}] {} round {}: {what}",
+        "[{}] {} round {}: {what}{contended}",
         r.profile,
         r.label(),
         r.round + 1

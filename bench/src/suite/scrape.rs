@@ -103,6 +103,50 @@ pub fn during<T: Send>(
     (out, samples)
 }
 
+/// What a send stopped at the cap moved between the first and the last scrape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Moved {
+    /// Bytes moved.
+    pub bytes: f64,
+    /// Seconds between the two scrapes.
+    pub seconds: f64,
+    /// Counted by the receiver's kernel (eBPF) because not one block completed.
+    pub from_kernel: bool,
+}
+
+/// What the receiver got between the first and the last sample: its payload bytes, or,
+/// when not one block completed (a slow single stream on a starved machine), the bytes
+/// its kernel received. An error says why nothing can be measured: nothing arrived at
+/// all, which no slowness explains.
+pub fn moved_by_cap(samples: &[Sample]) -> Result<Moved, String> {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Err("no scrape of the receiver's metrics to measure what it moved".into());
+    };
+    let seconds = last.t - first.t;
+    if seconds <= 0.0 {
+        return Err("a single scrape of the receiver's metrics".into());
+    }
+    let payload = last.payload_bytes - first.payload_bytes;
+    if payload > 0.0 {
+        return Ok(Moved {
+            bytes: payload,
+            seconds,
+            from_kernel: false,
+        });
+    }
+    match (first.kernel_rx_bytes, last.kernel_rx_bytes) {
+        (Some(a), Some(b)) if b > a => Ok(Moved {
+            bytes: b - a,
+            seconds,
+            from_kernel: true,
+        }),
+        (Some(_), Some(_)) => {
+            Err("nothing reached the receiver: no payload and no bytes in its kernel's count".into())
+        }
+        _ => Err("no payload reached the receiver, and no kernel count to look at (eBPF probes not loaded)".into()),
+    }
+}
+
 /// Per-interval kernel receive rate in bits per second, at the end of each interval.
 pub fn rx_rate_series(samples: &[Sample]) -> Vec<(f64, f64)> {
     samples
@@ -185,6 +229,42 @@ mod tests {
         assert!((cpu_growth(&samples).unwrap() - 0.5).abs() < 1e-9);
         assert!((pba_overhead_percent(&samples).unwrap() - 15.0).abs() < 1e-9);
         assert_eq!(pba_overhead_percent(&samples[..1]), None);
+    }
+
+    #[test]
+    fn a_capped_send_is_measured_by_payload_else_by_the_kernel() {
+        let at = |t: f64, payload: f64, rx: Option<f64>| Sample {
+            t,
+            payload_bytes: payload,
+            kernel_rx_bytes: rx,
+            ..Sample::default()
+        };
+        let by_payload = moved_by_cap(&[at(0.0, 0.0, Some(0.0)), at(2.0, 4e6, Some(5e6))]);
+        assert_eq!(
+            by_payload,
+            Ok(Moved {
+                bytes: 4e6,
+                seconds: 2.0,
+                from_kernel: false
+            })
+        );
+        // Not one block completed, but bytes arrived: a slow send, measured.
+        let by_kernel = moved_by_cap(&[at(1.0, 0.0, Some(100.0)), at(26.0, 0.0, Some(900.0))]);
+        assert_eq!(
+            by_kernel,
+            Ok(Moved {
+                bytes: 800.0,
+                seconds: 25.0,
+                from_kernel: true
+            })
+        );
+        // Nothing at all, or nothing to look at: an error that says which.
+        let dead = moved_by_cap(&[at(0.0, 0.0, Some(7.0)), at(25.0, 0.0, Some(7.0))]);
+        assert!(dead.unwrap_err().contains("nothing reached"));
+        let blind = moved_by_cap(&[at(0.0, 0.0, None), at(25.0, 0.0, None)]);
+        assert!(blind.unwrap_err().contains("probes not loaded"));
+        assert!(moved_by_cap(&[at(0.0, 5.0, None)]).is_err());
+        assert!(moved_by_cap(&[]).is_err());
     }
 
     #[test]

@@ -96,9 +96,15 @@ impl Default for StreamDigest {
 impl StreamDigest {
     /// Adds the next block of the stream.
     pub fn update(&mut self, block: &[u8]) {
-        let len = u32::try_from(block.len()).unwrap_or(u32::MAX);
+        self.update_hashed(block.len(), &block_hash(block));
+    }
+
+    /// Adds the next block of the stream, `len` bytes whose [`block_hash`] the caller
+    /// already took.
+    pub fn update_hashed(&mut self, len: usize, hash: &PayloadHash) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.0.update(&len.to_le_bytes());
-        self.0.update(&block_hash(block));
+        self.0.update(hash);
     }
 
     /// The digest so far, hex.

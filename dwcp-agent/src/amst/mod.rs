@@ -15,16 +15,20 @@
 //! Wire format: [`crate::protocol`].
 
 pub mod auto;
+mod connect;
 pub mod digest;
 pub mod failures;
 mod file_block;
+mod file_receive;
 mod file_session;
+mod in_flight;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod receiver;
 pub mod scheduler;
 pub mod sender;
 pub mod socket;
+mod source_map;
 pub mod stream;
 pub mod summary;
 pub mod zerocopy;

@@ -35,7 +35,7 @@ use super::{
 use crate::pba::{BlockPool, PoolConfig};
 use crate::protocol::{
     ProtocolError,
-    frame::{FrameReader, FrameType, FrameWriter},
+    frame::{FrameReader, FrameWriter},
     handshake::{self, Psk, Role},
     messages::{self, Control, MAX_CONTROL_LEN, to_ranges},
 };
@@ -251,9 +251,10 @@ impl Receiver {
             min_blocks: 1,
             max_blocks: *super::STREAM_RANGE.end(),
             prefault: false,
-            // The pool outlives transfers (one block per open data connection, adapted
-            // at every telemetry refresh): three calm refreshes in a row give the blocks of
-            // streams that closed back, so one transfer's peak is not kept for the next.
+            // The pool outlives transfers and holds one block per open data connection:
+            // a closing connection settles it to the blocks still in use (`data`), and
+            // the telemetry refresh adapts it too, so three calm refreshes in a row give
+            // back whatever a settle raced with.
             shrink_after_steps: RECEIVER_SHRINK_AFTER_STEPS,
             ..PoolConfig::default()
         })?;
@@ -608,61 +609,13 @@ impl Receiver {
 
     fn data(&self, stream: TcpStream, session: &FileSession) -> Result<(), AmstError> {
         let block = u32::try_from(session.block_size).unwrap_or(MAX_BLOCK);
-        let mut reader = FrameReader::new(stream.try_clone().map_err(ProtocolError::Io)?, block);
-        let mut writer = FrameWriter::new(stream);
-        // One pool block per connection, reused as the buffer for every block.
-        let mut lease = self
-            .pool_for(block as usize)?
-            .acquire(Duration::from_secs(10))?;
-        let buf = lease.as_mut_full();
-        while let Some(header) = reader.read_header()? {
-            if header.kind != FrameType::Data {
-                return Err(ProtocolError::Unexpected {
-                    expected: "data",
-                    got: format!("{:?}", header.kind),
-                }
-                .into());
-            }
-            if header.codec != crate::protocol::frame::Codec::None {
-                return Err(ProtocolError::Malformed(format!(
-                    "block {} encoded with {:?}: file transfers carry raw blocks",
-                    header.seq, header.codec
-                ))
-                .into());
-            }
-            let expected_offset = header.seq.checked_mul(session.block_size);
-            let expected_len =
-                expected_offset.map(|o| session.block_size.min(session.size.saturating_sub(o)));
-            if expected_offset != Some(header.offset)
-                || expected_len != Some(u64::from(header.payload_len))
-                || header.offset >= session.size
-            {
-                return Err(ProtocolError::Malformed(format!(
-                    "block {} at offset {} with {} bytes does not fit a {}-byte transfer",
-                    header.seq, header.offset, header.payload_len, session.size
-                ))
-                .into());
-            }
-            let hash = reader.read_payload(&header, buf)?;
-            let payload = &buf[..header.payload_len as usize];
-            session
-                .write_block(payload, header.offset)
-                .map_err(|source| AmstError::File {
-                    what: "Cannot write",
-                    path: session.part.display().to_string(),
-                    source,
-                })?;
-            session.hashes.set(header.seq, hash);
-            session.mark(header.seq);
-            session
-                .unsaved
-                .fetch_add(payload.len() as u64, Ordering::Relaxed);
-            self.stats
-                .payload_bytes
-                .fetch_add(payload.len() as u64, Ordering::Relaxed);
-            writer.write_frame(FrameType::Ack, header.seq, 0, &[])?;
-        }
-        Ok(())
+        let pool = self.pool_for(block as usize)?;
+        let served = super::file_receive::serve(stream, session, &pool, &self.stats.payload_bytes);
+        // The connection's block is back in the pool: one block per open connection is
+        // the whole demand, so the pool follows it down now instead of holding the
+        // block through its calm windows.
+        pool.settle();
+        served
     }
 }
 

@@ -1,12 +1,11 @@
 //! Sending side of a transfer: control connection, stream workers, completion.
 
 use std::{
-    collections::VecDeque,
     fs::File,
     net::{Shutdown, SocketAddr, TcpStream},
     path::Path,
     sync::{
-        Arc, Condvar, Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     thread::{self, JoinHandle},
@@ -16,20 +15,23 @@ use std::{
 use super::{
     AmstError,
     auto::{AutoStreams, Decision, Sample},
+    connect::{connect, connect_data_streams},
     digest::BlockHashes,
     failures::StreamFailures,
-    file_block::{BlockAt, FileBlockSender, check_unchanged, source_size},
+    file_block::{BlockAt, FileBlockSender, Source, check_unchanged, source_size},
+    in_flight::{InFlight, read_acks},
     scheduler::Scheduler,
     socket::SocketTuning,
+    source_map::SourceMap,
     summary::Summary,
 };
 use crate::{
     pba::{BlockPool, PoolConfig},
     probe::Probes,
     protocol::{
-        frame::{FrameReader, FrameType, FrameWriter},
-        handshake::{self, Psk, Role},
-        messages::{self, Control, MAX_CONTROL_LEN},
+        frame::{FrameReader, FrameWriter},
+        handshake::{Psk, Role},
+        messages::{self, Control},
     },
 };
 
@@ -232,9 +234,11 @@ pub fn send_file_as(
         prefault: false,
         ..PoolConfig::default()
     })?;
+    let map = SourceMap::new(&file, size);
     let shared = Arc::new(Shared {
         scheduler: Arc::clone(&scheduler),
         pool,
+        map,
         file,
         size,
         block_size: u64::from(block_size),
@@ -458,58 +462,12 @@ fn join_all(workers: Vec<Option<JoinHandle<()>>>) {
     }
 }
 
-/// Both halves of one authenticated connection.
-pub(super) type Connection = (FrameReader<TcpStream>, FrameWriter<TcpStream>);
-
-/// Opens and authenticates `n` data streams of `session` at once, not one after another.
-pub(super) fn connect_data_streams(
-    addr: SocketAddr,
-    psk: &Psk,
-    session: u64,
-    options: &SendOptions,
-    n: usize,
-) -> Vec<Result<Connection, AmstError>> {
-    thread::scope(|scope| {
-        let pending: Vec<_> = (0..n)
-            .map(|_| scope.spawn(|| connect(addr, psk, Role::Data { session }, options)))
-            .collect();
-        pending
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(AmstError::Invalid("connect thread panicked".into())))
-            })
-            .collect()
-    })
-}
-
-/// Opens and authenticates one connection.
-pub(super) fn connect(
-    addr: SocketAddr,
-    psk: &Psk,
-    role: Role,
-    options: &SendOptions,
-) -> Result<Connection, AmstError> {
-    let connect_err = |source| AmstError::Connect { addr, source };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, options.connect_timeout).map_err(connect_err)?;
-    if matches!(role, Role::Data { .. }) {
-        options.tuning.apply(&stream).map_err(connect_err)?;
-    } else {
-        stream.set_nodelay(true).map_err(connect_err)?;
-    }
-    handshake::client(&mut stream, psk, role)?;
-    let reader = stream.try_clone().map_err(connect_err)?;
-    Ok((
-        FrameReader::new(reader, MAX_CONTROL_LEN),
-        FrameWriter::new(stream),
-    ))
-}
-
 /// State shared by the stream workers of one transfer.
 struct Shared {
     scheduler: Arc<Scheduler>,
     pool: BlockPool,
+    /// The source mapped for hashing in place (`None`: read with `pread`).
+    map: Option<SourceMap>,
     file: Arc<File>,
     size: u64,
     block_size: u64,
@@ -528,79 +486,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
-    }
-}
-
-/// Blocks sent on one stream and not yet acknowledged, and whether the stream died.
-pub(super) struct InFlight {
-    seqs: Mutex<(VecDeque<u64>, bool)>,
-    changed: Condvar,
-}
-
-impl InFlight {
-    /// Room for `window` blocks.
-    pub(super) fn new(window: usize) -> Self {
-        Self {
-            seqs: Mutex::new((VecDeque::with_capacity(window), false)),
-            changed: Condvar::new(),
-        }
-    }
-
-    /// Waits while `window` blocks are in flight; false once the stream is dead.
-    pub(super) fn wait_room(&self, window: usize) -> bool {
-        let mut g = self.lock();
-        while g.0.len() >= window && !g.1 {
-            g = self
-                .changed
-                .wait(g)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        !g.1
-    }
-
-    /// Records `seq` as sent; false (and not recorded) once the stream is dead.
-    pub(super) fn push(&self, seq: u64) -> bool {
-        let mut g = self.lock();
-        if g.1 {
-            return false;
-        }
-        g.0.push_back(seq);
-        true
-    }
-
-    /// Blocks in flight now.
-    pub(super) fn len(&self) -> usize {
-        self.lock().0.len()
-    }
-
-    /// Marks the stream dead, keeping the record of what it owed.
-    pub(super) fn stop(&self) {
-        self.lock().1 = true;
-        self.changed.notify_all();
-    }
-
-    /// True once the stream is dead.
-    pub(super) fn is_dead(&self) -> bool {
-        self.lock().1
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<u64>, bool)> {
-        self.seqs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Marks the stream dead and returns what it still owed (once).
-    pub(super) fn kill(&self) -> Vec<u64> {
-        let mut g = self.lock();
-        let owed = if g.1 {
-            Vec::new()
-        } else {
-            g.0.drain(..).collect()
-        };
-        g.1 = true;
-        self.changed.notify_all();
-        owed
     }
 }
 
@@ -685,63 +570,17 @@ fn write_blocks(
         }
         let offset = seq * shared.block_size;
         let len = usize::try_from(shared.block_size.min(shared.size - offset)).unwrap_or(0);
-        let mut block = shared.pool.acquire(Duration::from_secs(30))?;
+        let source = Source {
+            file: &shared.file,
+            map: shared.map.as_ref(),
+        };
         payloads.send(
             writer,
-            &shared.file,
-            &mut block,
+            source,
+            &shared.pool,
             BlockAt { seq, offset, len },
             &shared.hashes,
         )?;
-        drop(block);
         shared.sent_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
-}
-
-/// Reads acknowledgements until the receiver closes the stream, checking that each one
-/// is for the oldest block in flight and handing it to `on_ack`. Closes the socket on
-/// failure (the caller decides what the stream still owed becomes).
-pub(super) fn read_acks(
-    mut reader: FrameReader<TcpStream>,
-    in_flight: &InFlight,
-    mut on_ack: impl FnMut(&crate::protocol::frame::FrameHeader),
-) -> Result<(), AmstError> {
-    let result = (|| -> Result<(), AmstError> {
-        loop {
-            let Some(header) = reader.read_header()? else {
-                return if in_flight.lock().0.is_empty() {
-                    Ok(())
-                } else {
-                    Err(crate::protocol::ProtocolError::Closed.into())
-                };
-            };
-            if header.kind != FrameType::Ack {
-                return Err(crate::protocol::ProtocolError::Unexpected {
-                    expected: "ack",
-                    got: format!("{:?}", header.kind),
-                }
-                .into());
-            }
-            let mut g = in_flight.lock();
-            match g.0.front() {
-                Some(&seq) if seq == header.seq => {
-                    g.0.pop_front();
-                    in_flight.changed.notify_all();
-                }
-                other => {
-                    return Err(crate::protocol::ProtocolError::Unexpected {
-                        expected: "ack of the oldest block in flight",
-                        got: format!("ack {} with {other:?} first", header.seq),
-                    }
-                    .into());
-                }
-            }
-            drop(g);
-            on_ack(&header);
-        }
-    })();
-    if result.is_err() {
-        let _ = reader.get_ref().shutdown(Shutdown::Both);
-    }
-    result
 }

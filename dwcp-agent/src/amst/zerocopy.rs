@@ -13,7 +13,7 @@ use std::{io::ErrorKind, net::TcpStream, os::fd::AsRawFd as _};
 
 use crate::protocol::{
     ProtocolError,
-    frame::{Codec, FrameType, FrameWriter},
+    frame::{Codec, FrameType, FrameWriter, PayloadHash},
 };
 
 /// `SO_EE_ORIGIN_ZEROCOPY` from `linux/errqueue.h`.
@@ -80,24 +80,25 @@ impl ZeroCopy {
         }
     }
 
-    /// Writes one frame: the header with a plain send, the payload with `MSG_ZEROCOPY`
-    /// while enabled. Returns the ticket to pass to [`Self::is_released`] (`None` when
-    /// the payload went by plain send and the block is free once acknowledged).
+    /// Writes one frame whose payload hash the caller computed (`coding`: the payload's
+    /// codec and decoded length): the header with a plain send, the payload with
+    /// `MSG_ZEROCOPY` while enabled. Returns the ticket to pass to [`Self::is_released`]
+    /// (`None` when the payload went by plain send and the block is free once
+    /// acknowledged).
     pub fn write_frame(
         &mut self,
         writer: &mut FrameWriter<TcpStream>,
-        kind: FrameType,
-        seq: u64,
-        offset: u64,
-        coding: (Codec, u32),
-        payload: &[u8],
+        (kind, seq, offset): (FrameType, u64, u64),
+        (coding, payload): ((Codec, u32), &[u8]),
+        hash: &PayloadHash,
     ) -> Result<Option<u32>, ProtocolError> {
         if !self.enabled || payload.is_empty() {
-            writer.write_coded_frame(kind, seq, offset, coding, payload)?;
+            writer.write_hashed_frame(kind, seq, offset, (coding, payload), hash)?;
             return Ok(None);
         }
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let header = writer
-            .next_coded_header(kind, seq, offset, coding, payload)
+            .next_hashed_header(kind, seq, offset, coding, (len, hash))
             .encode();
         let socket = writer.get_ref();
         send_all(socket, &header, 0)?;
@@ -239,6 +240,7 @@ fn send_all(socket: &TcpStream, buf: &[u8], flags: libc::c_int) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::payload_hash;
 
     #[test]
     fn tickets_are_released_in_order_across_wrap_around() {
@@ -274,8 +276,13 @@ mod tests {
         let coding = (Codec::None, payload.len() as u32);
         for seq in 0..8 {
             tickets.push(
-                zc.write_frame(&mut writer, FrameType::Data, seq, 0, coding, &payload)
-                    .unwrap(),
+                zc.write_frame(
+                    &mut writer,
+                    (FrameType::Data, seq, 0),
+                    (coding, &payload),
+                    &payload_hash(&payload),
+                )
+                .unwrap(),
             );
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{
-    Block, Change, PbaError, PoolConfig, Predictor,
+    Block, Change, PbaError, PoolConfig, Predictor, PredictorStep,
     arena::Arena,
     free_list::FreeList,
     shared::{self, PoolRef, RefCount},
@@ -289,14 +289,37 @@ impl BlockPool {
     /// Cheap when nothing changes (a mutex and a few atomics); costs a system call per
     /// block moved otherwise. Safe to call from any thread.
     pub fn adapt(&self) -> Adaptation {
+        let peak = &self.inner.window_peak;
+        self.resize(|predictor, now| {
+            let demand = peak.swap(now, Ordering::Relaxed).max(now);
+            (demand, predictor.step(demand))
+        })
+    }
+
+    /// Sets the target to the blocks in use right now and gives free blocks beyond it back
+    /// at once, forgetting past demand ([`Predictor::settle`]).
+    /// For an owner that knows its demand fell for good: a receiver holds one block per
+    /// open data connection, so when one closes there is nothing left to predict.
+    pub fn settle(&self) -> Adaptation {
+        let peak = &self.inner.window_peak;
+        self.resize(|predictor, now| {
+            peak.store(now, Ordering::Relaxed);
+            (now, predictor.settle(now))
+        })
+    }
+
+    /// Under the predictor's lock, lets `decide` turn the blocks in flight now into a
+    /// demand and a step, then moves committed memory to the step's target.
+    fn resize(
+        &self,
+        decide: impl FnOnce(&mut Predictor, usize) -> (usize, PredictorStep),
+    ) -> Adaptation {
         let inner = &*self.inner;
         let mut predictor = inner
             .predictor
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = inner.refs.blocks();
-        let demand = inner.window_peak.swap(now, Ordering::Relaxed).max(now);
-        let step = predictor.step(demand);
+        let (demand, step) = decide(&mut predictor, inner.refs.blocks());
         inner.target.store(step.target, Ordering::Relaxed);
         let blocks_prefaulted = if inner.config.prefault {
             inner.prefault_to(step.target)
@@ -546,6 +569,25 @@ mod tests {
         let again: Vec<_> = (0..16).map(|_| pool.try_acquire().unwrap()).collect();
         assert!(pool.try_acquire().is_none());
         drop(again);
+    }
+
+    #[test]
+    fn settle_gives_idle_blocks_back_at_once() {
+        let pool = BlockPool::new(config(1, 16)).unwrap();
+        let mut blocks: Vec<_> = (0..10).map(|_| pool.try_acquire().unwrap()).collect();
+        assert_eq!(pool.adapt().target, 10);
+        blocks.truncate(4);
+        let step = pool.settle();
+        assert_eq!((step.demand, step.target), (4, 4));
+        assert_eq!((step.change, step.blocks_released), (Change::Shrink, 6));
+        let stats = pool.stats();
+        assert_eq!(stats.bytes_committed_estimate, 4 * (64 << 10));
+        assert_eq!(stats.memory_overhead_ratio, 0.0);
+        // The next window does not see the old peak of 10.
+        assert_eq!(pool.adapt().change, Change::Hold);
+        assert_eq!(pool.stats().target_blocks, 4);
+        drop(blocks);
+        assert_eq!(pool.settle().target, 1);
     }
 
     #[test]

@@ -151,6 +151,29 @@ impl Predictor {
         }
     }
 
+    /// Forgets past demand: the average becomes `demand` and the target what it needs,
+    /// at once in either direction. For an owner that knows its demand changed for good
+    /// (a receiver whose data connection closed), where waiting out the hysteresis would
+    /// only keep idle blocks.
+    pub fn settle(&mut self, demand: usize) -> PredictorStep {
+        let previous_target = self.target;
+        self.average = demand as f64;
+        self.target = self.blocks_for(self.average);
+        self.calm_steps = 0;
+        self.calm_peak = 0;
+        PredictorStep {
+            demand,
+            average: self.average,
+            previous_target,
+            target: self.target,
+            change: match self.target.cmp(&previous_target) {
+                std::cmp::Ordering::Greater => Change::Grow,
+                std::cmp::Ordering::Less => Change::Shrink,
+                std::cmp::Ordering::Equal => Change::Hold,
+            },
+        }
+    }
+
     /// `clamp(round(blocks * headroom), min, max)`: what a decaying average still asks
     /// for (its ceiling would stay one block high long after demand settled).
     fn blocks_rounded(&self, blocks: f64) -> usize {
@@ -210,6 +233,24 @@ mod tests {
         let mut p = predictor(3);
         assert_eq!(p.step(1000).target, 100);
         assert_eq!(p.step(1000).change, Change::Hold);
+    }
+
+    #[test]
+    fn settling_forgets_the_peak_and_the_average() {
+        let mut p = predictor(3);
+        for _ in 0..10 {
+            p.step(20);
+        }
+        let step = p.settle(3);
+        assert_eq!((step.previous_target, step.target), (30, 5));
+        assert_eq!(step.change, Change::Shrink);
+        assert_eq!(p.average(), 3.0);
+        // Below `min_blocks`, and back up.
+        assert_eq!(p.settle(0).target, 2);
+        assert_eq!(p.settle(10).change, Change::Grow);
+        assert_eq!(p.settle(10).change, Change::Hold);
+        // What follows starts from the settled state: one low sample does not shrink.
+        assert_eq!(p.step(1).change, Change::Hold);
     }
 
     #[test]

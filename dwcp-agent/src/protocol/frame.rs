@@ -325,18 +325,19 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
-    /// Writes one raw frame whose payload hash the caller already computed.
+    /// Writes one frame (payload encoded with `coding.0`, `coding.1` bytes once
+    /// decoded) whose payload hash the caller already computed.
     pub fn write_hashed_frame(
         &mut self,
         kind: FrameType,
         seq: u64,
         offset: u64,
-        payload: &[u8],
+        (coding, payload): ((Codec, u32), &[u8]),
         hash: &PayloadHash,
     ) -> Result<(), ProtocolError> {
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let header = self
-            .next_hashed_header(kind, seq, offset, (Codec::None, len), (len, hash))
+            .next_hashed_header(kind, seq, offset, coding, (len, hash))
             .encode();
         write_all_vectored(&mut self.inner, &header, payload)?;
         Ok(())

@@ -8,7 +8,9 @@
 //! number, block sequence, offset, lengths, codec, a payload check and the header's
 //! CRC32C) followed by the payload. Version 2 made the payload check the low word of
 //! the payload's XXH3-128, the hash the transfer digest takes, so a block is hashed once
-//! per side; peers of different versions refuse each other in the handshake. Control frames carry small JSON [`messages`].
+//! per side (for a streamed transfer: each raw block; an encoded block's digest entry
+//! hashes its decoded bytes); peers of different versions refuse each other in the
+//! handshake. Control frames carry small JSON [`messages`].
 //!
 //! ```text
 //! sender                                               receiver

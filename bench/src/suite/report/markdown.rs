@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::Report;
 use crate::suite::{
-    plots,
+    plots, steal,
     targets::{MetricResult, Status},
 };
 
@@ -126,6 +126,31 @@ fn migration_section(r: &Report) -> String {
     out
 }
 
+/// A warning naming the cases during which the hypervisor took much of the machine's CPU
+/// time (empty when there were none).
+pub fn contention_warning(r: &Report) -> String {
+    let contended: Vec<String> = r
+        .cases
+        .iter()
+        .filter_map(|c| {
+            let p = c.steal_percent.filter(|p| *p >= steal::CONTENDED_PERCENT)?;
+            Some(format!("{} round {} ({p:.0}%)", c.label(), c.round + 1))
+        })
+        .collect();
+    if contended.is_empty() {
+        return String::new();
+    }
+    format!(
+        "**The machine was contended:** the hypervisor took {:.0}% or more of its CPU time \
+         during {} of {} cases: {}. Their figures measure the host's load as much as the \
+         contenders; compare only cases run on a quiet machine.\n\n",
+        steal::CONTENDED_PERCENT,
+        contended.len(),
+        r.cases.len(),
+        cell(&contended.join(", "))
+    )
+}
+
 /// Renders the whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -150,6 +175,7 @@ pub fn render(r: &Report) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&contention_warning(r));
     let m = &r.machine;
     let _ = writeln!(
         out,
@@ -204,13 +230,13 @@ pub fn render(r: &Report) -> String {
     out.push_str(&codec_section(r));
     out.push_str(&migration_section(r));
     out.push_str(
-        "\n## Cases\n\n| profile | case | round | streams | seconds | Gbit/s | CPU s sender / receiver | retransmits | PBA idle % | error |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "\n## Cases\n\n| profile | case | round | streams | seconds | Gbit/s | CPU s sender / receiver | retransmits | PBA idle % | CPU stolen % | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for c in &r.cases {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
             cell(&c.profile),
             cell(&c.label()),
             c.round + 1,
@@ -226,6 +252,7 @@ pub fn render(r: &Report) -> String {
             c.retransmits
                 .map_or_else(|| "n/a".into(), |v| v.to_string()),
             opt(c.pba_overhead_percent, 1),
+            opt(c.steal_percent, 1),
             cell(c.error.as_deref().unwrap_or("")),
         );
     }
@@ -233,9 +260,12 @@ pub fn render(r: &Report) -> String {
         "\ndwcp seconds are the sender's transfer clock (`dwcp-agent send --json`); iperf3's \
          are its receiver's (run by time with `-t`: the transfer's bytes over its rate); the copy's run from starting the sender to the receiver's exit. \
          A case still running at the plan's cap is stopped and measured by what it moved \
-         (dwcp: the receiver's payload bytes; the copy: the received file's size); its \
+         (dwcp: the receiver's payload bytes, or the bytes its kernel received when not one \
+         block completed; the copy: the received file's size); its \
          seconds are then the full transfer's, extrapolated from that rate. \
-         CPU for dwcp is kernel-measured (eBPF), for iperf3 its own getrusage figures.\n\n## Plots\n\n",
+         CPU for dwcp is kernel-measured (eBPF), for iperf3 its own getrusage figures. \
+         CPU stolen is the share of this machine's CPU time the hypervisor gave to others \
+         while the case ran (`steal` in `/proc/stat`).\n\n## Plots\n\n",
     );
     for l in &r.links {
         let _ = writeln!(
@@ -291,6 +321,22 @@ mod tests {
         assert!(text.contains("socat <failed> & \"exited\""));
         assert!(text.contains("dwcp-agent run --receive-dir /tmp/x"));
         assert!(text.contains("goodput-wan-1g-50ms-0.1pct.svg"));
+    }
+
+    #[test]
+    fn names_the_cases_run_on_a_contended_machine() {
+        let mut r = sample::report();
+        assert_eq!(contention_warning(&r), "");
+        assert!(!render(&r).contains("contended"));
+        r.cases[0].steal_percent = Some(1.0);
+        r.cases[1].steal_percent = Some(37.4);
+        let warning = contention_warning(&r);
+        assert!(warning.contains("during 1 of"), "{warning}");
+        assert!(
+            warning.contains(&format!("{} round 1 (37%)", r.cases[1].label())),
+            "{warning}"
+        );
+        assert!(render(&r).contains(&warning));
     }
 
     #[test]

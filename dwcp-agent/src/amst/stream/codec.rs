@@ -201,41 +201,44 @@ impl BlockDecoder {
     }
 
     /// Decodes one frame's payload (encoded with `codec`, `raw_len` bytes once decoded)
-    /// into `out`; refuses a codec the stream did not announce.
-    pub fn decode(
+    /// and returns the block's bytes: a raw payload as it is (no copy), anything else
+    /// decoded into `out`. Refuses a codec the stream did not announce.
+    pub fn decode<'a>(
         &mut self,
         codec: Codec,
-        payload: &[u8],
+        payload: &'a [u8],
         raw_len: u32,
-        out: &mut Vec<u8>,
-    ) -> Result<(), String> {
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], String> {
         out.clear();
-        match (codec, self) {
-            (Codec::None, _) => out.extend_from_slice(payload),
+        let decoded: &[u8] = match (codec, self) {
+            (Codec::None, _) => payload,
             (Codec::Zstd, Self::Zstd(decompressor)) => {
                 out.reserve(raw_len as usize);
                 decompressor
                     .decompress_to_buffer(payload, out)
                     .map_err(|e| format!("Corrupt zstd block: {e}"))?;
+                out
             }
             (Codec::Hde, Self::Hde(decoder)) => {
                 decoder
                     .decode_block(payload, out)
                     .map_err(|e| format!("Corrupt HDE block: {e}"))?;
+                out
             }
             (codec, this) => {
                 return Err(format!(
                     "Block encoded with {codec:?} in a stream announced as {this:?}"
                 ));
             }
-        }
-        if out.len() != raw_len as usize {
+        };
+        if decoded.len() != raw_len as usize {
             return Err(format!(
                 "Block decoded to {} bytes, its header says {raw_len}",
-                out.len()
+                decoded.len()
             ));
         }
-        Ok(())
+        Ok(decoded)
     }
 }
 
@@ -250,9 +253,10 @@ mod tests {
         let mut offset = 0u64;
         for raw in blocks {
             let codec = enc.encode(raw, offset, &mut wire).unwrap();
-            dec.decode(codec, &wire, raw.len() as u32, &mut back)
+            let got = dec
+                .decode(codec, &wire, raw.len() as u32, &mut back)
                 .unwrap();
-            assert_eq!(&back, raw);
+            assert_eq!(got, &raw[..]);
             offset += raw.len() as u64;
         }
     }

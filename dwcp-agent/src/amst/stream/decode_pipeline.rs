@@ -24,13 +24,19 @@ use std::{collections::VecDeque, thread::JoinHandle};
 use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 use dwcp_hde::{DecodePipeline, DecodedBlock, HdeConfig};
 
-use crate::protocol::frame::Codec;
+use crate::protocol::frame::{Codec, PayloadHash};
 
 /// Where the stage delivers blocks, in stream order.
 pub trait BlockSink: Send + 'static {
-    /// Takes the decoded bytes of the next block (sent as `codec` in `wire_len` bytes).
-    /// An error stops the stage.
-    fn deliver(&mut self, data: &[u8], codec: Codec, wire_len: usize) -> Result<(), String>;
+    /// Takes the decoded bytes of the next block (sent as `codec` in `wire_len` bytes;
+    /// `hash`: their XXH3-128 when already known, as for a raw block). An error stops
+    /// the stage.
+    fn deliver(
+        &mut self,
+        data: &[u8],
+        sent: (Codec, usize),
+        hash: Option<&PayloadHash>,
+    ) -> Result<(), String>;
     /// The stage stopped at block `seq` for `reason` (nothing after it is delivered).
     fn fail(&mut self, seq: u64, reason: String);
 }
@@ -42,6 +48,8 @@ struct Frame {
     codec: Codec,
     raw_len: u32,
     payload: Vec<u8>,
+    /// The payload's XXH3-128 as received.
+    hash: PayloadHash,
 }
 
 /// The stage stopped (a corrupt block, or the sink failed); the reason went to
@@ -83,15 +91,14 @@ impl DecodeStage {
         })
     }
 
-    /// Hands in block `seq` (encoded with `codec`, `raw_len` bytes once decoded); its
-    /// payload is copied, so the caller's buffer is free at once. Waits while the stage
-    /// is full (back-pressure on the reorder ring).
+    /// Hands in block `seq` (encoded with `codec`, `raw_len` bytes once decoded, `hash`
+    /// the XXH3-128 of `payload`); its payload is copied, so the caller's buffer is free
+    /// at once. Waits while the stage is full (back-pressure on the reorder ring).
     pub fn submit(
         &self,
-        seq: u64,
-        codec: Codec,
-        raw_len: u32,
+        (seq, codec, raw_len): (u64, Codec, u32),
         payload: &[u8],
+        hash: &PayloadHash,
     ) -> Result<(), Stopped> {
         let input = self.input.as_ref().ok_or(Stopped)?;
         let mut buf = self.spare.try_recv().unwrap_or_default();
@@ -103,6 +110,7 @@ impl DecodeStage {
                 codec,
                 raw_len,
                 payload: buf,
+                hash: *hash,
             })
             .map_err(|_| Stopped)
     }
@@ -127,8 +135,12 @@ impl Drop for DecodeStage {
 enum Queued {
     /// An HDE frame inside the pipeline.
     Hde { seq: u64, raw_len: u32, wire: usize },
-    /// A raw block.
-    Raw { seq: u64, data: Vec<u8> },
+    /// A raw block, and its hash.
+    Raw {
+        seq: u64,
+        data: Vec<u8>,
+        hash: PayloadHash,
+    },
 }
 
 /// The stage thread's state.
@@ -175,6 +187,7 @@ impl<S: BlockSink> Run<S> {
             codec,
             raw_len,
             payload,
+            hash,
         } = frame;
         match codec {
             Codec::Hde => {
@@ -197,10 +210,14 @@ impl<S: BlockSink> Run<S> {
                     return Err((seq, length_mismatch(payload.len(), raw_len)));
                 }
                 if self.order.is_empty() {
-                    self.deliver(seq, &payload, Codec::None, payload.len())?;
+                    self.deliver(seq, &payload, (Codec::None, payload.len()), Some(&hash))?;
                     let _ = self.give_back.try_send(payload);
                 } else {
-                    self.order.push_back(Queued::Raw { seq, data: payload });
+                    self.order.push_back(Queued::Raw {
+                        seq,
+                        data: payload,
+                        hash,
+                    });
                     // Bounded: wait for the frames ahead once too many raw blocks wait.
                     while self.order.len() > self.capacity {
                         self.next_decoded(seq)?;
@@ -252,12 +269,12 @@ impl<S: BlockSink> Run<S> {
         if block.data.len() != raw_len as usize {
             return Err((seq, length_mismatch(block.data.len(), raw_len)));
         }
-        self.deliver(seq, &block.data, Codec::Hde, wire)?;
+        self.deliver(seq, &block.data, (Codec::Hde, wire), None)?;
         self.pipeline.recycle(block.data);
         let _ = self.give_back.try_send(block.frame);
         while let Some(Queued::Raw { .. }) = self.order.front() {
-            if let Some(Queued::Raw { seq, data }) = self.order.pop_front() {
-                self.deliver(seq, &data, Codec::None, data.len())?;
+            if let Some(Queued::Raw { seq, data, hash }) = self.order.pop_front() {
+                self.deliver(seq, &data, (Codec::None, data.len()), Some(&hash))?;
                 let _ = self.give_back.try_send(data);
             }
         }
@@ -272,9 +289,16 @@ impl<S: BlockSink> Run<S> {
         }
     }
 
-    fn deliver(&mut self, seq: u64, data: &[u8], codec: Codec, wire: usize) -> Result<(), Failure> {
+    /// Delivers block `seq` (sent as `sent.0` in `sent.1` bytes; `hash` when known).
+    fn deliver(
+        &mut self,
+        seq: u64,
+        data: &[u8],
+        sent: (Codec, usize),
+        hash: Option<&PayloadHash>,
+    ) -> Result<(), Failure> {
         self.sink
-            .deliver(data, codec, wire)
+            .deliver(data, sent, hash)
             .map_err(|reason| (seq, reason))
     }
 }
@@ -288,6 +312,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::protocol::frame::payload_hash;
 
     /// What a [`Collect`] got: the blocks, and the failure.
     type Got = (Vec<(Codec, Vec<u8>)>, Option<(u64, String)>);
@@ -297,7 +322,19 @@ mod tests {
     struct Collect(Arc<Mutex<Got>>);
 
     impl BlockSink for Collect {
-        fn deliver(&mut self, data: &[u8], codec: Codec, _: usize) -> Result<(), String> {
+        fn deliver(
+            &mut self,
+            data: &[u8],
+            (codec, _): (Codec, usize),
+            hash: Option<&PayloadHash>,
+        ) -> Result<(), String> {
+            if let Some(hash) = hash {
+                assert_eq!(
+                    *hash,
+                    payload_hash(data),
+                    "a passed-through hash must be the data's"
+                );
+            }
             self.0.lock().unwrap().0.push((codec, data.to_vec()));
             Ok(())
         }
@@ -370,7 +407,9 @@ mod tests {
             let sink = Collect::default();
             let mut stage = DecodeStage::start(&config(workers), sink.clone()).unwrap();
             for (seq, codec, raw_len, payload) in &frames {
-                stage.submit(*seq, *codec, *raw_len, payload).unwrap();
+                stage
+                    .submit((*seq, *codec, *raw_len), payload, &payload_hash(payload))
+                    .unwrap();
             }
             stage.finish();
             let got = sink.0.lock().unwrap();
@@ -398,7 +437,7 @@ mod tests {
         let mut stage = DecodeStage::start(&config(3), sink.clone()).unwrap();
         for (seq, codec, raw_len, payload) in &frames {
             // Later blocks are refused once the stage stopped (or wait unread).
-            let _ = stage.submit(*seq, *codec, *raw_len, payload);
+            let _ = stage.submit((*seq, *codec, *raw_len), payload, &payload_hash(payload));
         }
         stage.finish();
         let got = sink.0.lock().unwrap();
@@ -410,15 +449,23 @@ mod tests {
         for ((_, data), (_, want)) in got.0.iter().zip(&blocks) {
             assert!(data == want);
         }
-        assert!(stage.submit(99, Codec::None, 1, b"x").is_err());
+        assert!(
+            stage
+                .submit((99, Codec::None, 1), b"x", &payload_hash(b"x"))
+                .is_err()
+        );
     }
 
     #[test]
     fn a_raw_block_of_the_wrong_length_or_a_zstd_block_is_refused() {
         let sink = Collect::default();
         let mut stage = DecodeStage::start(&config(2), sink.clone()).unwrap();
-        stage.submit(0, Codec::None, 3, b"abc").unwrap();
-        stage.submit(1, Codec::None, 5, b"abc").unwrap();
+        stage
+            .submit((0, Codec::None, 3), b"abc", &payload_hash(b"abc"))
+            .unwrap();
+        stage
+            .submit((1, Codec::None, 5), b"abc", &payload_hash(b"abc"))
+            .unwrap();
         stage.finish();
         let got = sink.0.lock().unwrap();
         assert_eq!(got.0.len(), 1);
@@ -428,7 +475,9 @@ mod tests {
 
         let sink = Collect::default();
         let mut stage = DecodeStage::start(&config(2), sink.clone()).unwrap();
-        stage.submit(0, Codec::Zstd, 3, b"abc").unwrap();
+        stage
+            .submit((0, Codec::Zstd, 3), b"abc", &payload_hash(b"abc"))
+            .unwrap();
         stage.finish();
         let reason = sink.0.lock().unwrap().1.clone().unwrap().1;
         assert!(reason.contains("announced as Hde"), "{reason}");

@@ -13,7 +13,10 @@ use std::{
 };
 
 use super::{codec_tally::CodecTally, decode_pipeline::BlockSink, receive::Consumer};
-use crate::{amst::digest::StreamDigest, protocol::frame::Codec};
+use crate::{
+    amst::digest::StreamDigest,
+    protocol::frame::{Codec, PayloadHash},
+};
 
 /// Where a stream's bytes go, in order.
 #[derive(Debug)]
@@ -86,14 +89,24 @@ impl Delivery {
         *self.control.lock().unwrap_or_else(PoisonError::into_inner) = Some(control);
     }
 
-    /// Writes the next block's decoded `data` (sent as `codec` in `wire` bytes).
-    pub fn deliver(&self, data: &[u8], codec: Codec, wire: usize) -> std::io::Result<()> {
+    /// Writes the next block's decoded `data` (sent as `codec` in `wire` bytes); `hash`
+    /// is its [`crate::amst::digest::block_hash`] when the caller already has it.
+    pub fn deliver(
+        &self,
+        data: &[u8],
+        codec: Codec,
+        wire: usize,
+        hash: Option<&PayloadHash>,
+    ) -> std::io::Result<()> {
         let mut out = self.lock();
         match out.sink.as_mut() {
             Some(sink) => sink.write_all(data)?,
             None => return Err(std::io::Error::other("Stream already finished")),
         }
-        out.digest.update(data);
+        match hash {
+            Some(hash) => out.digest.update_hashed(data.len(), hash),
+            None => out.digest.update(data),
+        }
         out.bytes += data.len() as u64;
         self.tally
             .record_block(codec, data.len() as u64, wire as u64);
@@ -144,9 +157,14 @@ impl Delivery {
 pub struct StageSink(pub Arc<Delivery>);
 
 impl BlockSink for StageSink {
-    fn deliver(&mut self, data: &[u8], codec: Codec, wire_len: usize) -> Result<(), String> {
+    fn deliver(
+        &mut self,
+        data: &[u8],
+        (codec, wire_len): (Codec, usize),
+        hash: Option<&PayloadHash>,
+    ) -> Result<(), String> {
         self.0
-            .deliver(data, codec, wire_len)
+            .deliver(data, codec, wire_len, hash)
             .map_err(|e| format!("Cannot deliver stream {}: {e}", self.0.name))
     }
 

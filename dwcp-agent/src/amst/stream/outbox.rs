@@ -25,6 +25,9 @@ pub struct Outgoing {
     pub block: Block,
     /// How the payload is encoded, and its length once decoded.
     pub coding: (crate::protocol::frame::Codec, u32),
+    /// The payload's XXH3-128, taken once by the reader (for a raw block it is also
+    /// the block's entry in the stream digest).
+    pub hash: crate::protocol::frame::PayloadHash,
 }
 
 /// Shared by the reader and every data stream of one streamed transfer.
@@ -208,6 +211,7 @@ mod tests {
             seq,
             offset: seq * 10,
             coding: (crate::protocol::frame::Codec::None, block.len() as u32),
+            hash: crate::protocol::frame::payload_hash(&block),
             block,
         }
     }

@@ -36,7 +36,7 @@ use crate::{
     pba::{Block, BlockPool, PoolConfig},
     protocol::{
         ProtocolError,
-        frame::{FrameHeader, FrameReader, FrameType, FrameWriter},
+        frame::{Codec, FrameHeader, FrameReader, FrameType, FrameWriter, PayloadHash},
         messages::CodecChoice,
     },
 };
@@ -77,7 +77,7 @@ struct Reorder {
     /// Byte offset the next block must start at.
     next_offset: u64,
     /// Slot `seq % window` holds block `seq` (and its header) once it arrived early.
-    ring: Vec<Option<(FrameHeader, Block)>>,
+    ring: Vec<Option<(FrameHeader, Block, PayloadHash)>>,
     decoding: Decoding,
 }
 
@@ -244,7 +244,7 @@ impl StreamSession {
                 .into());
             }
             let mut block = self.pool.acquire(Duration::from_secs(30))?;
-            reader.read_payload(&header, block.as_mut_full())?;
+            let hash = reader.read_payload(&header, block.as_mut_full())?;
             block.set_len(header.payload_len as usize);
             if header.raw_len > self.block_size {
                 return Err(ProtocolError::Malformed(format!(
@@ -254,7 +254,7 @@ impl StreamSession {
                 .into());
             }
             bytes += u64::from(header.payload_len);
-            let delivered = self.accept(&header, block)?;
+            let delivered = self.accept(&header, block, hash)?;
             writer.write_frame(FrameType::Ack, header.seq, delivered, &[])?;
         }
         Ok(bytes)
@@ -262,7 +262,12 @@ impl StreamSession {
 
     /// Places a verified block and delivers every block now in order (or hands it to
     /// the decode stage, whose memory is bounded on its own); returns that count.
-    fn accept(&self, header: &FrameHeader, block: Block) -> Result<u64, AmstError> {
+    fn accept(
+        &self,
+        header: &FrameHeader,
+        block: Block,
+        hash: PayloadHash,
+    ) -> Result<u64, AmstError> {
         if let Some(reason) = self.failure() {
             return Err(AmstError::Aborted(reason));
         }
@@ -281,9 +286,9 @@ impl StreamSession {
         }
         let slot = usize::try_from(seq % self.window).unwrap_or(0);
         if s.ring[slot].is_none() {
-            s.ring[slot] = Some((*header, block));
+            s.ring[slot] = Some((*header, block, hash));
         }
-        while let Some((header, block)) = {
+        while let Some((header, block, hash)) = {
             let next_slot = usize::try_from(s.next % self.window).unwrap_or(0);
             s.ring[next_slot].take()
         } {
@@ -296,7 +301,7 @@ impl StreamSession {
                 self.fail(reason.clone());
                 return Err(ProtocolError::Malformed(reason).into());
             }
-            self.hand_over(&mut s.decoding, &header, &block)?;
+            self.hand_over(&mut s.decoding, &header, &block, &hash)?;
             s.next += 1;
             s.next_offset += u64::from(header.raw_len);
         }
@@ -304,28 +309,39 @@ impl StreamSession {
     }
 
     /// Decodes and delivers the next block in order, or hands it to the decode stage.
+    /// `hash` is the XXH3-128 of the payload as received: for a raw block it is also the
+    /// block's entry in the stream digest, which is then not hashed again.
     fn hand_over(
         &self,
         decoding: &mut Decoding,
         header: &FrameHeader,
         block: &[u8],
+        hash: &PayloadHash,
     ) -> Result<(), AmstError> {
         let (decoder, decoded) = match decoding {
             Decoding::Staged(stage) => {
                 return stage
-                    .submit(header.seq, header.codec, header.raw_len, block)
+                    .submit((header.seq, header.codec, header.raw_len), block, hash)
                     .map_err(|stopped| {
                         AmstError::Aborted(self.failure().unwrap_or_else(|| stopped.to_string()))
                     });
             }
             Decoding::Inline { decoder, decoded } => (decoder, decoded),
         };
-        if let Err(reason) = decoder.decode(header.codec, block, header.raw_len, decoded) {
-            let reason = format!("Block {} of stream {}: {reason}", header.seq, self.name);
-            self.fail(reason.clone());
-            return Err(ProtocolError::Malformed(reason).into());
-        }
-        if let Err(source) = self.delivery.deliver(decoded, header.codec, block.len()) {
+        let data = match decoder.decode(header.codec, block, header.raw_len, decoded) {
+            Ok(data) => data,
+            Err(reason) => {
+                let reason = format!("Block {} of stream {}: {reason}", header.seq, self.name);
+                self.fail(reason.clone());
+                return Err(ProtocolError::Malformed(reason).into());
+            }
+        };
+        // A raw block is delivered as received, with the hash its frame check took.
+        let known = (header.codec == Codec::None).then_some(hash);
+        if let Err(source) = self
+            .delivery
+            .deliver(data, header.codec, block.len(), known)
+        {
             self.fail(format!("Cannot deliver stream {}: {source}", self.name));
             return Err(AmstError::File {
                 what: "Cannot deliver stream",

@@ -16,7 +16,7 @@ use crate::{
     amst::{
         AmstError,
         auto::{AutoStreams, Decision, KernelFigures, Sampler},
-        sender::Connection,
+        connect::Connection,
     },
     probe::Probes,
 };
