@@ -36,6 +36,7 @@ pub mod profile;
 mod ring;
 mod shaper;
 mod stats;
+pub mod steal;
 mod topology;
 mod tun;
 

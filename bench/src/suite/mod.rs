@@ -16,8 +16,10 @@ pub mod plots;
 pub mod report;
 pub mod runner;
 pub mod scrape;
-pub mod steal;
 pub mod targets;
+
+/// CPU time the hypervisor took while a case ran (shared with the WAN emulator's tests).
+pub use dwcp_wan::steal;
 
 use std::{
     net::{IpAddr, ToSocketAddrs as _},

@@ -1,9 +1,11 @@
-//! CPU time the hypervisor took from this machine while a case ran (`steal` in
-//! `/proc/stat`). On a shared virtual machine a case that lost much of it measured the
-//! host's contention as much as the contenders, and the report says so.
+//! CPU time the hypervisor took from this machine while something ran (`steal` in
+//! `/proc/stat`). The emulator's delays and rates are only as exact as the CPU time its
+//! threads get: on a shared virtual machine a measurement that lost much of it measured
+//! the host's contention as much as the link (the benchmark report and the fidelity tests
+//! say so).
 
-/// Steal above this share of the machine's CPU time during a case makes the report warn
-/// that the case's figures are not comparable with the others.
+/// Steal at or above this share of the machine's CPU time during a measurement makes its
+/// timing incomparable with quiet ones.
 pub const CONTENDED_PERCENT: f64 = 5.0;
 
 /// The all-CPU counters of `/proc/stat`, in clock ticks.
