@@ -265,7 +265,7 @@ fn auto_adds_streams_mid_transfer_sheds_them_and_arrives_bit_exact() {
     assert_eq!(summary.bytes, bytes.len() as u64);
     let opened = opened.load(Ordering::SeqCst);
     assert!(
-        opened >= 2 * dwcp_agent::amst::stream::send::AUTO_INITIAL_STREAMS,
+        opened >= 2 * dwcp_agent::amst::auto::INITIAL_STREAMS,
         "Streams were never added: {opened} opened"
     );
     assert!(

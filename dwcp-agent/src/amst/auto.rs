@@ -160,6 +160,9 @@ impl AutoStreams {
     }
 }
 
+/// Streams a `--streams auto` transfer starts with (file and stream senders alike).
+pub const INITIAL_STREAMS: usize = 4;
+
 /// How often the controller gets a sample: long enough for TCP to settle after a change
 /// of stream count, short enough that a transfer of a few seconds still adapts.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);

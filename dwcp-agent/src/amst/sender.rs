@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     AmstError,
-    auto::{AutoStreams, Decision, Sample},
+    auto::{AutoStreams, Decision, INITIAL_STREAMS, KernelFigures, SAMPLE_INTERVAL, Sampler},
     connect::{connect, connect_data_streams},
     digest::BlockHashes,
     failures::StreamFailures,
@@ -253,7 +253,7 @@ pub fn send_file_as(
     let start = Instant::now();
     let mut auto = match options.streams {
         StreamCount::Fixed(_) => None,
-        StreamCount::Auto { max } => Some(AutoStreams::new(4, max)),
+        StreamCount::Auto { max } => Some(AutoStreams::new(INITIAL_STREAMS, max)),
     };
     let initial = auto.as_ref().map_or(max_streams, AutoStreams::current);
     // Slot `i` runs stream `i`; streams at or above the wanted count stop (shedding), and
@@ -298,9 +298,11 @@ pub fn send_file_as(
     grow_to(&mut workers, initial)?;
     let mut peak_streams = initial;
 
-    let mut last_tick = Instant::now();
-    let mut last_bytes = 0u64;
-    let mut last_retx = kernel_retransmits(probes, addr);
+    let mut sampler = Sampler::new(
+        SAMPLE_INTERVAL,
+        Instant::now(),
+        &KernelFigures::read(probes, addr),
+    );
     while !scheduler.wait_complete(Duration::from_millis(100)) {
         let alive = workers
             .iter()
@@ -327,34 +329,24 @@ pub fn send_file_as(
             return Err(shared.failures.all_failed(workers.len()));
         }
         if let Some(auto) = auto.as_mut()
-            && last_tick.elapsed() >= Duration::from_secs(1)
+            && sampler.due(Instant::now())
+            && let Some(sample) = sampler.sample(
+                Instant::now(),
+                shared.sent_bytes.load(Ordering::Relaxed),
+                &KernelFigures::read(probes, addr),
+            )
+            && let Decision::Set(n) = auto.observe(sample)
         {
-            let sent = shared.sent_bytes.load(Ordering::Relaxed);
-            let secs = last_tick.elapsed().as_secs_f64();
-            let retx = kernel_retransmits(probes, addr);
-            let mib = (sent - last_bytes) as f64 / f64::from(1u32 << 20);
-            let (mean_srtt, mean_cwnd) = kernel_windows(probes, addr);
-            let sample = Sample {
-                goodput_bps: (sent - last_bytes) as f64 * 8.0 / secs,
-                retransmits_per_mib: retx
-                    .zip(last_retx)
-                    .map(|(now, before)| now.saturating_sub(before) as f64 / mib.max(1e-9)),
-                mean_srtt,
-                mean_cwnd,
-            };
-            (last_tick, last_bytes, last_retx) = (Instant::now(), sent, retx);
-            if let Decision::Set(n) = auto.observe(sample) {
-                tracing::debug!(
-                    streams = n,
-                    goodput_bps = sample.goodput_bps,
-                    srtt = ?sample.mean_srtt,
-                    cwnd = ?sample.mean_cwnd,
-                    "Auto stream count"
-                );
-                shared.wanted.store(n, Ordering::SeqCst);
-                grow_to(&mut workers, n)?;
-                peak_streams = peak_streams.max(n);
-            }
+            tracing::debug!(
+                streams = n,
+                goodput_bps = sample.goodput_bps,
+                srtt = ?sample.mean_srtt,
+                cwnd = ?sample.mean_cwnd,
+                "Auto stream count"
+            );
+            shared.wanted.store(n, Ordering::SeqCst);
+            grow_to(&mut workers, n)?;
+            peak_streams = peak_streams.max(n);
         }
     }
     let elapsed = start.elapsed();
@@ -425,34 +417,6 @@ pub(super) fn unexpected(expected: &'static str, got: &Control) -> AmstError {
 
 pub(super) fn w_local_addr(w: &FrameWriter<TcpStream>) -> std::io::Result<SocketAddr> {
     w.get_ref().local_addr()
-}
-
-/// Total retransmissions of this process's flows to `peer`, if probes are loaded.
-fn kernel_retransmits(probes: Option<&Probes>, peer: SocketAddr) -> Option<u64> {
-    let flows = probes?.flows().ok()?;
-    Some(
-        flows
-            .iter()
-            .filter(|f| f.remote == peer)
-            .map(|f| f.retransmits)
-            .sum(),
-    )
-}
-
-/// Mean smoothed RTT and congestion window of this process's open flows to `peer`.
-fn kernel_windows(probes: Option<&Probes>, peer: SocketAddr) -> (Option<Duration>, Option<f64>) {
-    let Some(flows) = probes.and_then(|p| p.flows().ok()) else {
-        return (None, None);
-    };
-    let open = || flows.iter().filter(|f| f.remote == peer && !f.closed);
-    let rtts: Vec<Duration> = open().filter_map(|f| f.srtt).collect();
-    let cwnds: Vec<f64> = open().filter_map(|f| f.cwnd).map(f64::from).collect();
-    let mean_rtt = u32::try_from(rtts.len())
-        .ok()
-        .filter(|&n| n > 0)
-        .map(|n| rtts.iter().sum::<Duration>() / n);
-    let mean_cwnd = (!cwnds.is_empty()).then(|| cwnds.iter().sum::<f64>() / cwnds.len() as f64);
-    (mean_rtt, mean_cwnd)
 }
 
 /// Waits for every stream thread.

@@ -4,7 +4,7 @@
 //!
 //! With `--streams auto` the sending thread samples goodput and the probes' per-flow
 //! figures once per [`SAMPLE_INTERVAL`] and feeds them to [`AutoStreams`], as the file
-//! sender does: it starts with [`AUTO_INITIAL_STREAMS`], connects new streams into the
+//! sender does: it starts with [`INITIAL_STREAMS`], connects new streams into the
 //! outbox's scheduling while goodput grows, and sheds streams (they stop taking blocks
 //! and finish those in flight) when it does not.
 
@@ -33,7 +33,7 @@ use super::{
 use crate::{
     amst::{
         AmstError,
-        auto::{AutoStreams, KernelFigures, SAMPLE_INTERVAL, Sampler},
+        auto::{AutoStreams, INITIAL_STREAMS, KernelFigures, SAMPLE_INTERVAL, Sampler},
         connect::{Connection, connect, connect_data_streams},
         failures::StreamFailures,
         in_flight::{InFlight, read_acks},
@@ -50,9 +50,6 @@ use crate::{
     },
 };
 use reader::{ReadOutcome, read_source};
-
-/// Streams a `--streams auto` transfer starts with (as the file sender does).
-pub const AUTO_INITIAL_STREAMS: usize = 4;
 
 /// Sends everything `source` yields until end of file to the receiver at `addr`, which
 /// delivers it in order under `name`. With `--streams auto` the count follows goodput
@@ -81,7 +78,7 @@ pub fn send_stream_probed<S: Read + AsFd + Send + 'static>(
 ) -> Result<Summary, AmstError> {
     let (max_streams, mut auto) = match options.streams {
         StreamCount::Fixed(n) => (n, None),
-        StreamCount::Auto { max } => (max, Some(AutoStreams::new(AUTO_INITIAL_STREAMS, max))),
+        StreamCount::Auto { max } => (max, Some(AutoStreams::new(INITIAL_STREAMS, max))),
     };
     let initial = auto.as_ref().map_or(max_streams, AutoStreams::current);
     let window = options.window.max(1);
