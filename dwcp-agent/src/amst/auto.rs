@@ -16,7 +16,8 @@
 //! [`AutoStreams`] is a pure state machine: the sender feeds it one sample per interval
 //! and applies the decision. [`Sampler`] turns the sender's running byte count and the
 //! probes' per-flow figures ([`KernelFigures`]) into those samples, one per
-//! [`SAMPLE_INTERVAL`], for the file and the stream sender alike.
+//! [`SAMPLE_INTERVAL`]; `AutoControl` runs sampler and controller once per interval
+//! for the file and the stream sender alike.
 
 use std::{
     net::SocketAddr,
@@ -253,6 +254,58 @@ impl Sampler {
         self.last_bytes = sent_bytes;
         self.last_retransmits = kernel.retransmits;
         Some(sample)
+    }
+}
+
+/// The `auto` controller of one transfer, its sampler, and where its kernel figures come
+/// from: what both senders run once per interval.
+pub(crate) struct AutoControl<'a> {
+    auto: &'a mut AutoStreams,
+    sampler: Sampler,
+    probes: Option<&'a Probes>,
+    peer: SocketAddr,
+}
+
+impl<'a> AutoControl<'a> {
+    /// Starts sampling the flows to `peer` now.
+    pub(crate) fn new(
+        auto: &'a mut AutoStreams,
+        probes: Option<&'a Probes>,
+        peer: SocketAddr,
+    ) -> Self {
+        let sampler = Sampler::new(
+            SAMPLE_INTERVAL,
+            Instant::now(),
+            &KernelFigures::read(probes, peer),
+        );
+        Self {
+            auto,
+            sampler,
+            probes,
+            peer,
+        }
+    }
+
+    /// Once per interval: samples with `sent_bytes` payload bytes sent so far, asks the
+    /// controller, and returns the new count if it changed.
+    pub(crate) fn tick(&mut self, sent_bytes: u64) -> Option<usize> {
+        let now = Instant::now();
+        if !self.sampler.due(now) {
+            return None;
+        }
+        let kernel = KernelFigures::read(self.probes, self.peer);
+        let sample = self.sampler.sample(now, sent_bytes, &kernel)?;
+        let Decision::Set(n) = self.auto.observe(sample) else {
+            return None;
+        };
+        tracing::debug!(
+            streams = n,
+            goodput_bps = sample.goodput_bps,
+            srtt = ?sample.mean_srtt,
+            cwnd = ?sample.mean_cwnd,
+            "Auto stream count"
+        );
+        Some(n)
     }
 }
 

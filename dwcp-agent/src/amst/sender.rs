@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     AmstError,
-    auto::{AutoStreams, Decision, INITIAL_STREAMS, KernelFigures, SAMPLE_INTERVAL, Sampler},
+    auto::{AutoControl, AutoStreams, INITIAL_STREAMS},
     connect::{connect, connect_data_streams},
     digest::BlockHashes,
     failures::StreamFailures,
@@ -298,11 +298,9 @@ pub fn send_file_as(
     grow_to(&mut workers, initial)?;
     let mut peak_streams = initial;
 
-    let mut sampler = Sampler::new(
-        SAMPLE_INTERVAL,
-        Instant::now(),
-        &KernelFigures::read(probes, addr),
-    );
+    let mut control = auto
+        .as_mut()
+        .map(|auto| AutoControl::new(auto, probes, addr));
     while !scheduler.wait_complete(Duration::from_millis(100)) {
         let alive = workers
             .iter()
@@ -328,22 +326,10 @@ pub fn send_file_as(
             scheduler.stop();
             return Err(shared.failures.all_failed(workers.len()));
         }
-        if let Some(auto) = auto.as_mut()
-            && sampler.due(Instant::now())
-            && let Some(sample) = sampler.sample(
-                Instant::now(),
-                shared.sent_bytes.load(Ordering::Relaxed),
-                &KernelFigures::read(probes, addr),
-            )
-            && let Decision::Set(n) = auto.observe(sample)
+        if let Some(n) = control
+            .as_mut()
+            .and_then(|c| c.tick(shared.sent_bytes.load(Ordering::Relaxed)))
         {
-            tracing::debug!(
-                streams = n,
-                goodput_bps = sample.goodput_bps,
-                srtt = ?sample.mean_srtt,
-                cwnd = ?sample.mean_cwnd,
-                "Auto stream count"
-            );
             shared.wanted.store(n, Ordering::SeqCst);
             grow_to(&mut workers, n)?;
             peak_streams = peak_streams.max(n);

@@ -28,12 +28,12 @@ use super::{
     codec_tally::CodecTally,
     encode_pipeline::PipelinedHde,
     outbox::{Outbox, Outgoing},
-    stream_set::{AutoControl, StreamSet, reorder_window},
+    stream_set::{StreamSet, reorder_window},
 };
 use crate::{
     amst::{
         AmstError,
-        auto::{AutoStreams, INITIAL_STREAMS, KernelFigures, SAMPLE_INTERVAL, Sampler},
+        auto::{AutoControl, AutoStreams, INITIAL_STREAMS},
         connect::{Connection, connect, connect_data_streams},
         failures::StreamFailures,
         in_flight::{InFlight, read_acks},
@@ -170,16 +170,9 @@ pub fn send_stream_probed<S: Read + AsFd + Send + 'static>(
             .spawn(move || read_source(source, &pool, &shared, encoder, pipelined, block_size))
             .map_err(|source| spawn_error(source, "reader"))?
     };
-    let mut control = auto.as_mut().map(|auto| AutoControl {
-        sampler: Sampler::new(
-            SAMPLE_INTERVAL,
-            Instant::now(),
-            &KernelFigures::read(probes, addr),
-        ),
-        auto,
-        probes,
-        peer: addr,
-    });
+    let mut control = auto
+        .as_mut()
+        .map(|auto| AutoControl::new(auto, probes, addr));
     let mut grow = |streams: &mut StreamSet, n: usize| {
         open_streams(streams, n, &shared, addr, psk, session, options, hooks)
     };

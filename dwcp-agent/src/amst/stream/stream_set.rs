@@ -5,21 +5,13 @@
 //! Slot `i` runs stream `i`, so "streams at or above `n` stop" sheds exactly the newest
 //! ones and growing back refills the lowest free slots.
 //!
-//! Also here: [`AutoControl`], which samples a transfer once per interval for the `auto`
-//! controller, and [`reorder_window`], which sizes the receiver's reorder window for the
-//! most streams a transfer may use.
+//! Also here: [`reorder_window`], which sizes the receiver's reorder window for the most
+//! streams a transfer may use.
 
-use std::{net::SocketAddr, thread::JoinHandle, time::Instant};
+use std::thread::JoinHandle;
 
 use super::receive;
-use crate::{
-    amst::{
-        AmstError,
-        auto::{AutoStreams, Decision, KernelFigures, Sampler},
-        connect::Connection,
-    },
-    probe::Probes,
-};
+use crate::amst::{AmstError, connect::Connection};
 
 /// The stream threads of one transfer, by slot.
 #[derive(Debug, Default)]
@@ -90,38 +82,6 @@ impl StreamSet {
         for handle in self.slots.into_iter().flatten() {
             let _ = handle.join();
         }
-    }
-}
-
-/// The `auto` controller of one transfer and where its kernel figures come from.
-pub(super) struct AutoControl<'a> {
-    pub(super) auto: &'a mut AutoStreams,
-    pub(super) sampler: Sampler,
-    pub(super) probes: Option<&'a Probes>,
-    pub(super) peer: SocketAddr,
-}
-
-impl AutoControl<'_> {
-    /// Once per interval: samples, asks the controller, and returns the new count if it
-    /// changed.
-    pub(super) fn tick(&mut self, sent_bytes: u64) -> Option<usize> {
-        let now = Instant::now();
-        if !self.sampler.due(now) {
-            return None;
-        }
-        let kernel = KernelFigures::read(self.probes, self.peer);
-        let sample = self.sampler.sample(now, sent_bytes, &kernel)?;
-        let Decision::Set(n) = self.auto.observe(sample) else {
-            return None;
-        };
-        tracing::debug!(
-            streams = n,
-            goodput_bps = sample.goodput_bps,
-            srtt = ?sample.mean_srtt,
-            cwnd = ?sample.mean_cwnd,
-            "Auto stream count (stream transfer)"
-        );
-        Some(n)
     }
 }
 
